@@ -1,0 +1,5 @@
+"""FerryMQ: a message broker in Python."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

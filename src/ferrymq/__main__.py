@@ -1,0 +1,3 @@
+from ferrymq.cli import main
+
+main()

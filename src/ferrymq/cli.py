@@ -1,0 +1,86 @@
+"""The `ferrymq` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+import ferrymq
+from ferrymq.server.config import Config, ConfigError, load_config
+from ferrymq.server.node import ListenError, Node
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"ferrymq: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group()
+@click.version_option(ferrymq.__version__, prog_name="ferrymq")
+def main() -> None:
+    """FerryMQ, a message broker."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--bind", help="Address to listen on (default 127.0.0.1).")
+@click.option("--amqp-port", type=int, help="AMQP 0-9-1 port (default 5672; 0 picks a free one).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the node keeps its data.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(
+    config_path: str | None,
+    bind: str | None,
+    amqp_port: int | None,
+    data_dir: str | None,
+    log_level: str | None,
+) -> None:
+    """Start a node and serve until SIGTERM or SIGINT."""
+    overrides: dict[str, Any] = {
+        "bind": bind,
+        "amqp_port": amqp_port,
+        "data_dir": data_dir and Path(data_dir),
+        "log_level": log_level,
+    }
+    try:
+        config = load_config(config_path, overrides)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+        return
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    try:
+        runner(_serve(config))
+    except ListenError as exc:
+        _fail(str(exc))
+
+
+async def _serve(config: Config) -> None:
+    node = Node(config)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(node.ready_line(), flush=True)
+    await stop.wait()
+    logging.getLogger("ferrymq.server").info("shutting down")
+    await node.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

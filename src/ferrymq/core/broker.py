@@ -1,0 +1,54 @@
+"""The broker: vhosts, users and connection accounting. No protocol, no I/O."""
+
+from __future__ import annotations
+
+import hmac
+
+from ferrymq.core.clock import Clock
+from ferrymq.core.errors import AccessRefused, NotAllowed
+from ferrymq.core.settings import Settings, User
+from ferrymq.core.vhost import VHost
+
+
+class Broker:
+    def __init__(self, clock: Clock, config: Settings | None = None) -> None:
+        self.clock = clock
+        self.config = config or Settings()
+        self.vhosts: dict[str, VHost] = {}
+        for name in self.config.vhosts:
+            self.add_vhost(name)
+        self._users = {u.name: u for u in self.config.users}
+        self.connections = 0
+
+    def add_vhost(self, name: str) -> VHost:
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            vhost = self.vhosts[name] = VHost(self, name)
+        return vhost
+
+    def authenticate(self, username: str, password: str, *, from_loopback: bool) -> User:
+        """Check credentials; refuse loopback-only users connecting from elsewhere."""
+        user = self._users.get(username)
+        if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
+            raise AccessRefused(
+                "Login was refused using authentication mechanism PLAIN. For details see the "
+                "broker logfile."
+            )
+        if username in self.config.loopback_users and not from_loopback:
+            raise AccessRefused(f"User '{username}' can only connect via localhost")
+        return user
+
+    def open_vhost(self, user: User, name: str) -> VHost:
+        vhost = self.vhosts.get(name)
+        if vhost is None or (user.vhosts is not None and name not in user.vhosts):
+            raise NotAllowed(f"access to vhost '{name}' refused for user '{user.name}'")
+        return vhost
+
+    def connection_opened(self) -> None:
+        limit = self.config.max_connections
+        if limit and self.connections >= limit:
+            raise NotAllowed(f"connection refused: node connection limit ({limit}) is reached")
+        self.connections += 1
+
+    def connection_closed(self) -> None:
+        self.connections -= 1

@@ -1,0 +1,26 @@
+"""Settings core and the protocols read; the server fills them from TOML, env and flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class User:
+    name: str
+    password: str
+    tags: list[str] = field(default_factory=list)
+    vhosts: list[str] | None = None  # None: every vhost
+
+
+@dataclass
+class Settings:
+    users: list[User] = field(default_factory=lambda: [User("guest", "guest", ["administrator"])])
+    loopback_users: list[str] = field(default_factory=lambda: ["guest"])
+    vhosts: list[str] = field(default_factory=lambda: ["/"])
+    frame_max: int = 131072
+    channel_max: int = 2047
+    heartbeat: int = 60
+    max_message_size: int = 128 * 1024 * 1024
+    max_connections: int = 0  # 0: unlimited
+    consumer_timeout: float | None = None  # seconds; default for queues without x-consumer-timeout

@@ -1,0 +1,511 @@
+"""A virtual host: exchanges, queues, bindings, and the routing between them.
+
+Routing follows RabbitMQ: the default exchange routes to the queue named by the routing key;
+exchange-to-exchange bindings are followed once each (cycles end); an exchange that routes a
+message nowhere hands it to its alternate exchange; a message reaches each queue at most once.
+Dead-lettering writes the `x-death` header the way RabbitMQ does.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+import os
+from collections.abc import Hashable, Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+from ferrymq.core.arguments import check_equivalent, check_flag, queue_settings
+from ferrymq.core.errors import (
+    AccessRefused,
+    CommandInvalid,
+    NotFound,
+    PreconditionFailed,
+    ResourceLocked,
+)
+from ferrymq.core.exchange import EXCHANGE_TYPES, Binding, Exchange, make_exchange
+from ferrymq.core.message import Entry, Message
+from ferrymq.queues.classic import ClassicQueue
+
+if TYPE_CHECKING:
+    from ferrymq.core.broker import Broker
+    from ferrymq.core.consumer import Consumer
+    from ferrymq.core.queue_type import QueueType
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+DIRECT_REPLY_PREFIX = DIRECT_REPLY_TO + "."
+PREDECLARED = {
+    "amq.direct": "direct",
+    "amq.fanout": "fanout",
+    "amq.topic": "topic",
+    "amq.headers": "headers",
+    "amq.match": "headers",
+}
+
+
+def _queue_dest(name: str) -> tuple[str, str]:
+    return ("queue", name)
+
+
+def _exchange_dest(name: str) -> tuple[str, str]:
+    return ("exchange", name)
+
+
+class PublishOutcome:
+    """What became of one publish: how many queues took it, whether any refused it."""
+
+    __slots__ = ("refused", "routed")
+
+    def __init__(self, routed: int, refused: bool) -> None:
+        self.routed = routed
+        self.refused = refused
+
+
+class VHost:
+    """See the module docstring."""
+
+    def __init__(self, broker: Broker, name: str) -> None:
+        self.broker = broker
+        self.name = name
+        self.clock = broker.clock
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, QueueType] = {}
+        self._exclusive: dict[object, set[str]] = {}
+        self._reply_to: dict[str, Consumer] = {}
+        for xname, xtype in PREDECLARED.items():
+            self.exchanges[xname] = make_exchange(xtype, xname, durable=True)
+
+    # -- exchanges -------------------------------------------------------------------------------
+
+    def exchange(self, name: str) -> Exchange:
+        try:
+            return self.exchanges[name]
+        except KeyError:
+            raise NotFound(f"no exchange '{name}' in vhost '{self.name}'") from None
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> Exchange:
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        existing = self.exchanges.get(name)
+        if passive:
+            if existing is None:
+                raise NotFound(f"no exchange '{name}' in vhost '{self.name}'")
+            return existing
+        if name.startswith("amq.") and existing is None:
+            raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        if type_ not in EXCHANGE_TYPES:
+            raise CommandInvalid(f"invalid exchange type '{type_}'")
+        if existing is not None:
+            if existing.type != type_:
+                raise PreconditionFailed(
+                    f"inequivalent arg 'type' for exchange '{name}' in vhost '{self.name}': "
+                    f"received '{type_}' but current is '{existing.type}'"
+                )
+            check_flag("exchange", name, self.name, "durable", existing.durable, durable)
+            check_flag(
+                "exchange", name, self.name, "auto_delete", existing.auto_delete, auto_delete
+            )
+            check_flag("exchange", name, self.name, "internal", existing.internal, internal)
+            return existing
+        args = dict(arguments or {})
+        ae = args.get("alternate-exchange")
+        if ae is not None and not isinstance(ae, (str, bytes)):
+            raise PreconditionFailed(
+                f"invalid arg 'alternate-exchange' for exchange '{name}' in vhost '{self.name}'"
+            )
+        try:
+            exchange = make_exchange(
+                type_,
+                name,
+                durable=durable,
+                auto_delete=auto_delete,
+                internal=internal,
+                arguments=args,
+            )
+        except (KeyError, ValueError) as exc:
+            raise PreconditionFailed(str(exc)) from None
+        self.exchanges[name] = exchange
+        return exchange
+
+    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        if name == "" or name.startswith("amq."):
+            raise AccessRefused(
+                "operation not permitted on the default exchange"
+                if name == ""
+                else f"exchange name '{name}' contains reserved prefix 'amq.*'"
+            )
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return  # RabbitMQ: deleting a missing exchange is ok
+        if if_unused and (exchange.binding_count() or self._has_bindings_to(name)):
+            raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
+        self._remove_exchange(exchange)
+
+    def _has_bindings_to(self, name: str) -> bool:
+        dest = _exchange_dest(name)
+        return any(b.destination == dest for x in self.exchanges.values() for b in x.bindings)
+
+    def _remove_exchange(self, exchange: Exchange) -> None:
+        self.exchanges.pop(exchange.name, None)
+        self._unbind_everywhere(_exchange_dest(exchange.name))
+
+    def _unbind_everywhere(self, destination: Hashable) -> None:
+        for source in list(self.exchanges.values()):
+            if source.unbind_destination(destination):
+                self._maybe_auto_delete(source)
+
+    def _maybe_auto_delete(self, exchange: Exchange) -> None:
+        if exchange.auto_delete and not exchange.binding_count():
+            if self.exchanges.get(exchange.name) is exchange:
+                self._remove_exchange(exchange)
+
+    # -- queues ----------------------------------------------------------------------------------
+
+    def queue(self, name: str, owner: object | None = None) -> QueueType:
+        queue = self.queues.get(name)
+        if queue is None:
+            raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
+        if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
+            raise ResourceLocked(
+                f"cannot obtain exclusive access to locked queue '{name}' in vhost '{self.name}'. "
+                "It could be originally declared on another connection or the exclusive property "
+                "value does not match that of the original declaration."
+            )
+        return queue
+
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        owner: object,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> QueueType:
+        if passive:
+            queue = self.queue(name, owner)
+            queue.touch()
+            return queue
+        if not name:
+            name = self._server_name()
+        elif name.startswith("amq."):
+            raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        args = dict(arguments or {})
+        existing = self.queues.get(name)
+        if existing is not None:
+            self.queue(name, owner)  # exclusivity check
+            check_flag("queue", name, self.name, "durable", existing.durable, durable)
+            check_flag("queue", name, self.name, "auto_delete", existing.auto_delete, auto_delete)
+            if (existing.exclusive_owner is not None) != exclusive:
+                raise ResourceLocked(
+                    f"cannot obtain exclusive access to locked queue '{name}' in vhost "
+                    f"'{self.name}'. It could be originally declared on another connection or "
+                    "the exclusive property value does not match that of the original declaration."
+                )
+            check_equivalent("queue", name, self.name, existing.arguments, args)
+            existing.touch()
+            return existing
+        settings = queue_settings(args, name, self.name, self.broker.config.consumer_timeout)
+        queue = ClassicQueue(
+            self,
+            name,
+            durable=durable,
+            auto_delete=auto_delete,
+            exclusive_owner=owner if exclusive else None,
+            arguments=args,
+            settings=settings,
+        )
+        self.queues[name] = queue
+        if exclusive:
+            self._exclusive.setdefault(owner, set()).add(name)
+        return queue
+
+    def _server_name(self) -> str:
+        while True:
+            name = "amq.gen-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+            if name not in self.queues:
+                return name
+
+    def delete_queue(
+        self, name: str, *, owner: object, if_unused: bool = False, if_empty: bool = False
+    ) -> int:
+        queue = self.queues.get(name)
+        if queue is None:
+            return 0  # RabbitMQ 3.x: deleting a missing queue succeeds with 0
+        self.queue(name, owner)
+        if if_unused and queue.consumer_count:
+            raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' in use")
+        if if_empty and queue.message_count:
+            raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' is not empty")
+        return self._remove_queue(queue)
+
+    def _remove_queue(self, queue: QueueType) -> int:
+        if self.queues.get(queue.name) is not queue:
+            return 0
+        del self.queues[queue.name]
+        if queue.exclusive_owner is not None:
+            names = self._exclusive.get(queue.exclusive_owner)
+            if names is not None:
+                names.discard(queue.name)
+        self._unbind_everywhere(_queue_dest(queue.name))
+        return queue.delete()
+
+    def purge_queue(self, name: str, *, owner: object) -> int:
+        return self.queue(name, owner).purge()
+
+    def queue_unused(self, queue: QueueType) -> None:
+        self._remove_queue(queue)
+
+    def owner_closed(self, owner: object) -> None:
+        """A connection went away: its exclusive queues go with it."""
+        for name in sorted(self._exclusive.pop(owner, ())):
+            queue = self.queues.get(name)
+            if queue is not None:
+                self._remove_queue(queue)
+
+    # -- bindings --------------------------------------------------------------------------------
+
+    def _bindable_source(self, name: str) -> Exchange:
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        return self.exchange(name)
+
+    def bind_queue(
+        self,
+        queue_name: str,
+        exchange_name: str,
+        routing_key: str,
+        arguments: dict[str, Any] | None,
+        *,
+        owner: object,
+    ) -> None:
+        self.queue(queue_name, owner)
+        source = self._bindable_source(exchange_name)
+        binding = Binding(_queue_dest(queue_name), routing_key, dict(arguments or {}))
+        self._validate(source, binding)
+        source.bind(binding)
+
+    def unbind_queue(
+        self,
+        queue_name: str,
+        exchange_name: str,
+        routing_key: str,
+        arguments: dict[str, Any] | None,
+        *,
+        owner: object,
+    ) -> None:
+        self.queue(queue_name, owner)
+        source = self._bindable_source(exchange_name)
+        if source.unbind(Binding(_queue_dest(queue_name), routing_key, dict(arguments or {}))):
+            self._maybe_auto_delete(source)
+
+    def bind_exchange(
+        self,
+        destination: str,
+        source_name: str,
+        routing_key: str,
+        arguments: dict[str, Any] | None,
+    ) -> None:
+        self._bindable_source(destination)
+        source = self._bindable_source(source_name)
+        binding = Binding(_exchange_dest(destination), routing_key, dict(arguments or {}))
+        self._validate(source, binding)
+        source.bind(binding)
+
+    def unbind_exchange(
+        self,
+        destination: str,
+        source_name: str,
+        routing_key: str,
+        arguments: dict[str, Any] | None,
+    ) -> None:
+        self._bindable_source(destination)
+        source = self._bindable_source(source_name)
+        if source.unbind(Binding(_exchange_dest(destination), routing_key, dict(arguments or {}))):
+            self._maybe_auto_delete(source)
+
+    @staticmethod
+    def _validate(source: Exchange, binding: Binding) -> None:
+        try:
+            source.validate_binding(binding)
+        except ValueError as exc:
+            raise PreconditionFailed(str(exc)) from None
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    def check_publish(self, exchange_name: str) -> None:
+        """Refuse publishing to a missing or internal exchange (404 / 403)."""
+        if exchange_name == "":
+            return
+        exchange = self.exchange(exchange_name)
+        if exchange.internal:
+            raise AccessRefused(
+                f"cannot publish to internal exchange '{exchange_name}' in vhost '{self.name}'"
+            )
+
+    def route(self, exchange_name: str, message: Message) -> list[QueueType]:
+        """The queues a message published to `exchange_name` reaches (each once)."""
+        if exchange_name == "":
+            queue = self.queues.get(message.routing_key)
+            return [] if queue is None else [queue]
+        exchange = self.exchanges.get(exchange_name)
+        if exchange is None:
+            return []
+        if exchange.type != "headers" and exchange.alternate_exchange is None:
+            # fast path: one exchange, no headers, no alternate exchange
+            dests = exchange.route(message.routing_key, None)
+            if not dests:
+                return []
+            if len(dests) == 1:
+                for dest in dests:
+                    kind, name = cast(tuple[str, str], dest)
+                    if kind == "queue":
+                        q = self.queues.get(name)
+                        return [] if q is None else [q]
+        names: dict[str, None] = {}
+        self._route_into(exchange, message, names, set())
+        queues = self.queues
+        return [queues[n] for n in names if n in queues]
+
+    def _route_into(
+        self, exchange: Exchange, message: Message, out: dict[str, None], seen: set[str]
+    ) -> None:
+        seen.add(exchange.name)
+        headers = message.headers if exchange.type == "headers" else None
+        dests = exchange.route(message.routing_key, headers)
+        if not dests:
+            ae = exchange.alternate_exchange
+            if ae is not None and ae not in seen:
+                alternate = self.exchanges.get(ae)
+                if alternate is not None:
+                    self._route_into(alternate, message, out, seen)
+            return
+        for dest in dests:
+            kind, name = cast(tuple[str, str], dest)
+            if kind == "queue":
+                out[name] = None
+            elif name not in seen:
+                target = self.exchanges.get(name)
+                if target is not None:
+                    self._route_into(target, message, out, seen)
+
+    def publish(self, exchange_name: str, message: Message) -> PublishOutcome:
+        """Route and enqueue. The caller has already called check_publish."""
+        if exchange_name == "" and message.routing_key.startswith(DIRECT_REPLY_PREFIX):
+            return PublishOutcome(int(self._direct_reply(message)), False)
+        queues = self.route(exchange_name, message)
+        refused = False
+        for queue in queues:
+            if not queue.enqueue(message):
+                refused = True
+        return PublishOutcome(len(queues), refused)
+
+    # -- direct reply-to -------------------------------------------------------------------------
+
+    def register_reply_to(self, consumer: Consumer) -> str:
+        """Register a direct reply-to consumer; returns the reply-to address to publish with."""
+        token = base64.urlsafe_b64encode(os.urandom(18)).decode()
+        address = DIRECT_REPLY_PREFIX + token
+        self._reply_to[address] = consumer
+        return address
+
+    def unregister_reply_to(self, address: str) -> None:
+        self._reply_to.pop(address, None)
+
+    def _direct_reply(self, message: Message) -> bool:
+        consumer = self._reply_to.get(message.routing_key)
+        if consumer is None:
+            return False
+        consumer.sink.deliver(consumer, Entry(message, 0, None), None)
+        return True
+
+    # -- dead-lettering --------------------------------------------------------------------------
+
+    def dead_letter(self, queue: QueueType, entries: list[Entry], reason: str) -> None:
+        settings = getattr(queue, "settings", None)
+        if settings is None or settings.dead_letter_exchange is None:
+            return
+        dlx: str = settings.dead_letter_exchange
+        if dlx != "" and dlx not in self.exchanges:
+            return  # RabbitMQ drops dead letters whose DLX does not exist
+        dlrk = settings.dead_letter_routing_key
+        now = datetime.datetime.fromtimestamp(int(self.clock.wall()), tz=datetime.UTC)
+        for entry in entries:
+            message = entry.message
+            props = copy.copy(message.properties)
+            headers = dict(props.headers or {})
+            _add_death(headers, queue.name, reason, message, props.expiration, now)
+            props.headers = headers
+            props.expiration = None
+            routing_key = message.routing_key if dlrk is None else dlrk
+            dead = message.derive(dlx, routing_key, props)
+            targets = self.route(dlx, dead)
+            for target in targets:
+                if target is queue and reason != "rejected" and not _rejected_in(headers):
+                    continue  # a fully automatic cycle: RabbitMQ drops it
+                target.enqueue(dead)
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def iter_queues(self) -> Iterator[QueueType]:
+        return iter(list(self.queues.values()))
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "queues": len(self.queues),
+            "exchanges": len(self.exchanges),
+            "messages": sum(q.message_count for q in self.queues.values()),
+        }
+
+
+def _rejected_in(headers: dict[str, Any]) -> bool:
+    deaths = headers.get("x-death") or []
+    return any(isinstance(d, dict) and d.get("reason") == "rejected" for d in deaths)
+
+
+def _add_death(
+    headers: dict[str, Any],
+    queue: str,
+    reason: str,
+    message: Message,
+    expiration: str | None,
+    now: datetime.datetime,
+) -> None:
+    """Update the x-death header as RabbitMQ's rabbit_dead_letter does."""
+    deaths = [d for d in (headers.get("x-death") or []) if isinstance(d, dict)]
+    for i, death in enumerate(deaths):
+        if death.get("queue") == queue and death.get("reason") == reason:
+            death = dict(death)
+            death["count"] = int(death.get("count", 0)) + 1
+            death["time"] = now
+            deaths.pop(i)
+            deaths.insert(0, death)
+            break
+    else:
+        death = {
+            "count": 1,
+            "reason": reason,
+            "queue": queue,
+            "time": now,
+            "exchange": message.exchange,
+            "routing-keys": [message.routing_key],
+        }
+        if expiration is not None:
+            death["original-expiration"] = expiration
+        deaths.insert(0, death)
+    headers["x-death"] = deaths
+    headers.setdefault("x-first-death-reason", reason)
+    headers.setdefault("x-first-death-queue", queue)
+    headers.setdefault("x-first-death-exchange", message.exchange)

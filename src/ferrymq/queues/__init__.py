@@ -1,0 +1,1 @@
+"""Queue types implementing core's QueueType seam."""

@@ -1,0 +1,162 @@
+"""asyncio glue for AMQP connections: bytes in, bytes out, timers. No protocol logic here.
+
+Output from one loop iteration is coalesced into a single transport.write (a publish batch may
+produce thousands of deliveries for one consumer socket). When a client stops reading and the
+socket's buffer passes the high-water mark, the connection is told it is not writable and its
+consumers stop taking messages until the buffer drains. Heartbeats are a property of the
+socket, so they run on the loop's real clock even when the broker core runs on a virtual one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from typing import TYPE_CHECKING
+
+from ferrymq.protocols.amqp.codec import encode_heartbeat
+from ferrymq.protocols.amqp.connection import S_OPEN, AMQPConnection
+
+if TYPE_CHECKING:
+    from ferrymq.server.node import Node
+
+log = logging.getLogger("ferrymq.server")
+
+HANDSHAKE_TIMEOUT = 10.0
+WRITE_HIGH_WATER = 4 * 1024 * 1024
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class AMQPServerProtocol(asyncio.Protocol):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.conn: AMQPConnection | None = None
+        self._out: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_recv = 0.0
+        self._last_send = 0.0
+        self._closing = False
+        self._heartbeating = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        host = str(peer[0])
+        self.conn = AMQPConnection(
+            self.node.broker, self, from_loopback=_is_loopback(host), peer=f"{host}:{peer[1]}"
+        )
+        self.node.connections.add(self)
+        self._last_recv = self._last_send = self.loop.time()
+        self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_recv = self.loop.time()
+        conn = self.conn
+        assert conn is not None
+        conn.data_received(data)
+        if not self._heartbeating and conn.state == S_OPEN:
+            self._heartbeating = True
+            if self._timer is not None:
+                self._timer.cancel()
+            self._schedule_heartbeat()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.node.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._out.clear()
+        if self.conn is not None:
+            self.conn.connection_lost()
+
+    def pause_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.set_writable(False)
+
+    def resume_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.set_writable(True)
+
+    # -- the Transport the connection writes to ----------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._out.append(data)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        out = self._out
+        if not out or self.transport is None:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self.transport.write(data)
+        self._last_send = self.loop.time()
+
+    def close(self) -> None:
+        if self._closing or self.transport is None:
+            return
+        self._flush()
+        self._closing = True
+        self.transport.close()
+
+    def close_later(self, seconds: float) -> None:
+        self.loop.call_later(seconds, self.close)
+
+    # -- timers ------------------------------------------------------------------------------------
+
+    def _handshake_deadline(self) -> None:
+        self._timer = None
+        conn = self.conn
+        if conn is None or self._closing:
+            return
+        if conn.state != S_OPEN:
+            log.info("closing %s: handshake not completed in %.0fs", conn.peer, HANDSHAKE_TIMEOUT)
+            self.close()
+
+    def _schedule_heartbeat(self) -> None:
+        assert self.conn is not None
+        interval = self.conn.heartbeat
+        if interval > 0:
+            self._timer = self.loop.call_later(interval / 2, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        self._timer = None
+        conn = self.conn
+        if conn is None or self._closing or self.transport is None:
+            return
+        now = self.loop.time()
+        interval = conn.heartbeat
+        if now - self._last_recv > 2 * interval:
+            log.warning(
+                "closing %s: missed heartbeats from client, timeout: %ss", conn.peer, interval
+            )
+            self._closing = True
+            self.transport.abort()
+            return
+        if now - self._last_send >= interval / 2 and not self._out:
+            self.transport.write(encode_heartbeat())
+            self._last_send = now
+        self._schedule_heartbeat()

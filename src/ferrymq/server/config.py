@@ -1,0 +1,122 @@
+"""Node configuration: defaults < TOML file (--config) < FERRYMQ_* environment < command line.
+
+Every top-level scalar key of the TOML file has an environment variable of the same name in
+upper case with the FERRYMQ_ prefix (bind -> FERRYMQ_BIND). Users are a TOML array of tables:
+
+    [[users]]
+    name = "app"
+    password = "secret"
+    tags = ["administrator"]
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ferrymq.core.settings import Settings, User
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message is shown to the operator as is."""
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ferrymq"
+
+
+@dataclass
+class Config:
+    bind: str = "127.0.0.1"
+    amqp_port: int = 5672
+    data_dir: Path = field(default_factory=default_data_dir)
+    log_level: str = "info"
+    settings: Settings = field(default_factory=Settings)
+
+
+_NODE_KEYS = {"bind": str, "amqp_port": int, "data_dir": Path, "log_level": str}
+_SETTING_KEYS = {
+    f.name: f.type for f in fields(Settings) if f.name not in ("users", "loopback_users", "vhosts")
+}
+_TYPES: dict[str, type] = {
+    "frame_max": int,
+    "channel_max": int,
+    "heartbeat": int,
+    "max_message_size": int,
+    "max_connections": int,
+    "consumer_timeout": float,
+}
+
+
+def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
+    try:
+        if kind is int and isinstance(value, bool):
+            raise ValueError
+        if kind is int and isinstance(value, str):
+            return int(value, 0)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: setting '{key}' must be {kind.__name__}, got {value!r}"
+        ) from None
+
+
+def _apply(config: Config, key: str, value: Any, source: str) -> None:
+    if key in _NODE_KEYS:
+        setattr(config, key, _coerce(key, value, _NODE_KEYS[key], source))
+    elif key in _TYPES:
+        setattr(config.settings, key, _coerce(key, value, _TYPES[key], source))
+    elif key == "users":
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: 'users' must be an array of tables")
+        users = []
+        for item in value:
+            if not isinstance(item, dict) or "name" not in item or "password" not in item:
+                raise ConfigError(f"{source}: every user needs a name and a password")
+            users.append(
+                User(
+                    str(item["name"]),
+                    str(item["password"]),
+                    list(item.get("tags", [])),
+                    item.get("vhosts"),
+                )
+            )
+        config.settings.users = users
+    elif key in ("loopback_users", "vhosts"):
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: '{key}' must be an array of strings")
+        setattr(config.settings, key, [str(v) for v in value])
+    else:
+        raise ConfigError(f"{source}: unknown setting '{key}'")
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Build the node's configuration from its three sources."""
+    config = Config()
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"cannot parse config file {path}: {exc}") from None
+        for key, value in data.items():
+            _apply(config, key, value, str(path))
+    env = os.environ if environ is None else environ
+    for key in (*_NODE_KEYS, *_TYPES):
+        name = "FERRYMQ_" + key.upper()
+        if name in env:
+            _apply(config, key, env[name], name)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _apply(config, key, value, "command line")
+    return config
