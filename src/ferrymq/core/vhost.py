@@ -147,13 +147,9 @@ class VHost:
         exchange = self.exchanges.get(name)
         if exchange is None:
             return  # RabbitMQ: deleting a missing exchange is ok
-        if if_unused and (exchange.binding_count() or self._has_bindings_to(name)):
+        if if_unused and exchange.binding_count():  # only bindings where it is the source
             raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
         self._remove_exchange(exchange)
-
-    def _has_bindings_to(self, name: str) -> bool:
-        dest = _exchange_dest(name)
-        return any(b.destination == dest for x in self.exchanges.values() for b in x.bindings)
 
     def _remove_exchange(self, exchange: Exchange) -> None:
         self.exchanges.pop(exchange.name, None)

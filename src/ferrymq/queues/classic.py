@@ -132,6 +132,15 @@ class ClassicQueue(QueueType):
             ttl = message.ttl
         expires_at = None if ttl is None else self.clock.now() + ttl
         entry = Entry(message, self._seq, expires_at)
+        if ttl == 0:
+            # TTL 0: delivered only to a consumer that can take it right now (RabbitMQ)
+            self.published += 1
+            consumer = None if self._ready or not self._consumers else self._pick_consumer()
+            if consumer is None:
+                self.host.dead_letter(self, [entry], "expired")
+            else:
+                self._deliver(consumer, entry)
+            return True
         level = 0
         if self._max_level:
             level = message.priority if message.priority < self._max_level else self._max_level
@@ -232,13 +241,16 @@ class ClassicQueue(QueueType):
                 entry = self._pop_live()
                 if entry is None:
                     break
-                if not consumer.no_ack:
-                    consumer.unacked += 1
-                    self._unacked += 1
-                self.delivered += 1
-                consumer.sink.deliver(consumer, entry, self)
+                self._deliver(consumer, entry)
         finally:
             self._dispatching = False
+
+    def _deliver(self, consumer: Consumer, entry: Entry) -> None:
+        if not consumer.no_ack:
+            consumer.unacked += 1
+            self._unacked += 1
+        self.delivered += 1
+        consumer.sink.deliver(consumer, entry, self)
 
     def _pick_consumer(self) -> Consumer | None:
         consumers = self._consumers
