@@ -31,12 +31,16 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--bind", help="Address to listen on (default 127.0.0.1).")
 @click.option("--amqp-port", type=int, help="AMQP 0-9-1 port (default 5672; 0 picks a free one).")
+@click.option("--mqtt-port", type=int, help="MQTT port (default 1883; 0 picks a free one).")
+@click.option("--no-mqtt", is_flag=True, help="Do not open the MQTT listener.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the node keeps its data.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(
     config_path: str | None,
     bind: str | None,
     amqp_port: int | None,
+    mqtt_port: int | None,
+    no_mqtt: bool,
     data_dir: str | None,
     log_level: str | None,
 ) -> None:
@@ -44,11 +48,14 @@ def serve(
     overrides: dict[str, Any] = {
         "bind": bind,
         "amqp_port": amqp_port,
+        "mqtt_port": mqtt_port,
         "data_dir": data_dir and Path(data_dir),
         "log_level": log_level,
     }
     try:
         config = load_config(config_path, overrides)
+        if no_mqtt:
+            config.mqtt_port = None
     except ConfigError as exc:
         _fail(str(exc), 2)
         return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ferrymq.protocols.amqp.codec import encode_heartbeat
 from ferrymq.protocols.amqp.connection import S_OPEN, AMQPConnection
@@ -50,9 +50,9 @@ class AMQPServerProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        # uvloop's transports do not subclass asyncio.Transport; they implement its interface
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername") or ("?", 0)
         host = str(peer[0])
         self.conn = AMQPConnection(

@@ -33,12 +33,19 @@ def default_data_dir() -> Path:
 class Config:
     bind: str = "127.0.0.1"
     amqp_port: int = 5672
+    mqtt_port: int | None = 1883  # None: no MQTT listener
     data_dir: Path = field(default_factory=default_data_dir)
     log_level: str = "info"
     settings: Settings = field(default_factory=Settings)
 
 
-_NODE_KEYS = {"bind": str, "amqp_port": int, "data_dir": Path, "log_level": str}
+_NODE_KEYS = {
+    "bind": str,
+    "amqp_port": int,
+    "mqtt_port": int,
+    "data_dir": Path,
+    "log_level": str,
+}
 _SETTING_KEYS = {
     f.name: f.type for f in fields(Settings) if f.name not in ("users", "loopback_users", "vhosts")
 }

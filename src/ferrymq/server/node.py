@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ferrymq.core.broker import Broker
 from ferrymq.core.clock import Clock, LoopClock
@@ -12,6 +15,17 @@ from ferrymq.server.amqp_listener import AMQPServerProtocol
 from ferrymq.server.config import Config
 
 log = logging.getLogger("ferrymq.server")
+
+def _find_mqtt() -> Any:
+    """The MQTT listener class, if this build has one (it arrives with its own issue)."""
+    try:
+        module = importlib.import_module("ferrymq.server.mqtt_listener")
+    except ImportError:
+        return None
+    return getattr(module, "MQTTServerProtocol", None)
+
+
+_mqtt_protocol = _find_mqtt()
 
 
 class ListenError(Exception):
@@ -23,7 +37,7 @@ class Node:
         self.config = config
         self._clock = clock
         self.broker: Broker
-        self.connections: set[AMQPServerProtocol] = set()
+        self.connections: set[Any] = set()  # server protocols with .conn.shutdown()
         self.listeners: dict[str, tuple[str, int]] = {}
         self._servers: list[asyncio.base_events.Server] = []
 
@@ -35,19 +49,32 @@ class Node:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ListenError(f"cannot create data directory {data_dir}: {exc.strerror}") from None
-        host, port = self.config.bind, self.config.amqp_port
         try:
-            server = await loop.create_server(
-                lambda: AMQPServerProtocol(self), host, port, backlog=1024, reuse_address=True
+            await self._listen(
+                "amqp", "AMQP", self.config.amqp_port, lambda: AMQPServerProtocol(self)
             )
+            if self.config.mqtt_port is not None and _mqtt_protocol is not None:
+                mqtt = _mqtt_protocol
+                await self._listen("mqtt", "MQTT", self.config.mqtt_port, lambda: mqtt(self))
+        except ListenError:
+            await self.stop()
+            raise
+
+    async def _listen(
+        self, name: str, label: str, port: int, factory: Callable[[], asyncio.Protocol]
+    ) -> None:
+        host = self.config.bind
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(factory, host, port, backlog=1024, reuse_address=True)
         except OSError as exc:
             raise ListenError(
-                f"cannot listen for AMQP on {host}:{port}: {exc.strerror or exc}"
+                f"cannot listen for {label} on {host}:{port}: {exc.strerror or exc}"
             ) from None
         self._servers.append(server)
         sockname = server.sockets[0].getsockname()
-        self.listeners["amqp"] = (str(sockname[0]), int(sockname[1]))
-        log.info("AMQP 0-9-1 listening on %s:%d", *self.listeners["amqp"])
+        self.listeners[name] = (str(sockname[0]), int(sockname[1]))
+        log.info("%s listening on %s:%d", label, *self.listeners[name])
 
     def ready_line(self) -> str:
         parts = " ".join(f"{name}={host}:{port}" for name, (host, port) in self.listeners.items())

@@ -45,6 +45,8 @@ class BrokerHandle:
         self.loop = loop
         self.host, self.amqp_port = node.listeners["amqp"]
         self.amqp_url = f"amqp://guest:guest@{self.host}:{self.amqp_port}/%2F"
+        mqtt = node.listeners.get("mqtt")
+        self.mqtt_port: int | None = None if mqtt is None else mqtt[1]
         self.clock: ClockControl | None = None if clock is None else ClockControl(self, clock)
 
     @property
@@ -66,6 +68,16 @@ class BrokerHandle:
         return future.result(timeout)
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """The same loop `ferrymq serve` runs on: uvloop where installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
 @contextmanager
 def running_broker(
     *,
@@ -79,7 +91,7 @@ def running_broker(
     Keyword arguments are broker settings (frame_max, channel_max, heartbeat, max_message_size,
     max_connections, consumer_timeout); `users` is a list of {"name", "password", "tags"}.
     """
-    config = Config(bind="127.0.0.1", amqp_port=0)
+    config = Config(bind="127.0.0.1", amqp_port=0, mqtt_port=0)
     for key, value in settings.items():
         if not hasattr(config.settings, key):
             raise TypeError(f"unknown broker setting {key!r}")
@@ -94,7 +106,7 @@ def running_broker(
         data_dir = tmp.name
     config.data_dir = Path(data_dir)
     clock = VirtualClock() if virtual_clock else None
-    loop = asyncio.new_event_loop()
+    loop = _new_loop()
     node = Node(config, clock)
     started: concurrent.futures.Future[None] = concurrent.futures.Future()
     stopping = asyncio.Event()

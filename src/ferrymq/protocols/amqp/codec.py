@@ -420,16 +420,21 @@ def _too_long(name: str, raw: bytes) -> bytes:
 # final offset other than `end` means the arguments ran past or stopped short of the payload.
 
 
-def _decode_publish(buf: bytes, o: int, end: int) -> Publish:
-    o += 2  # reserved-1 (ticket)
-    e = o + 1 + buf[o]
-    exchange = buf[o + 1 : e].decode("utf-8", "surrogateescape")
-    o = e + 1 + buf[e]
-    routing_key = buf[e + 1 : o].decode("utf-8", "surrogateescape")
-    bits = buf[o]
-    if o + 1 != end:
-        raise IndexError
-    return Publish(exchange, routing_key, bits & 1 != 0, bits & 2 != 0)
+# Basic.Publish's exchange and routing key, decoded, keyed by their raw bytes (length octets
+# included). Publishers repeat the same few names, and a dict hit is cheaper than two decodes;
+# the cache is cleared when full so unique names (RPC replies) cannot grow it.
+_NAMES: dict[bytes, tuple[str, str]] = {}
+
+
+def _names(buf: bytes, o: int, e: int, f: int) -> tuple[str, str]:
+    names = (
+        buf[o + 1 : e].decode("utf-8", "surrogateescape"),
+        buf[e + 1 : f].decode("utf-8", "surrogateescape"),
+    )
+    if len(_NAMES) >= 1024:
+        _NAMES.clear()
+    _NAMES[buf[o:f]] = names
+    return names
 
 
 def _decode_deliver(buf: bytes, o: int, end: int) -> Deliver:
@@ -554,14 +559,17 @@ class FrameDecoder:
                 if size < 4:
                     raise _frame_error(f"method frame of {size} bytes has no method id")
                 index = _U32.unpack_from(buf, start)[0]
-                if index == BASIC_PUBLISH:  # _decode_publish, inlined: the hottest path
+                if index == BASIC_PUBLISH:  # inlined: the hottest path
                     try:
                         o = start + 6  # after the method index and reserved-1 (ticket)
                         e = o + 1 + buf[o]
-                        exchange = buf[o + 1 : e].decode("utf-8", "surrogateescape")
-                        o = e + 1 + buf[e]
-                        routing_key = buf[e + 1 : o].decode("utf-8", "surrogateescape")
-                        bits = buf[o]
+                        f = e + 1 + buf[e]
+                        names = _NAMES.get(buf[o:f])
+                        if names is None:
+                            names = _names(buf, o, e, f)
+                        exchange, routing_key = names
+                        bits = buf[f]
+                        o = f
                     except IndexError:
                         bits = o = -1
                     if o + 1 != end:
