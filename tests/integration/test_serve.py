@@ -131,7 +131,7 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, content: str | None, expec
 def test_config_file_and_environment(tmp_path: Path) -> None:
     path = tmp_path / "ferrymq.toml"
     path.write_text(
-        'amqp_port = 0\nmqtt_port = 0\nframe_max = 8192\n'
+        "amqp_port = 0\nmqtt_port = 0\nframe_max = 8192\n"
         '[[users]]\nname = "app"\npassword = "s3cret"\n'
     )
     proc = _start(

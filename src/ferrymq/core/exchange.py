@@ -72,6 +72,8 @@ def _freeze(value: Any) -> Hashable:
         return bytes(value)
     if isinstance(value, set | frozenset):
         return (frozenset, frozenset(_freeze(v) for v in value))
+    if isinstance(value, Decimal):
+        return (Decimal, value.as_tuple())  # AMQP decimals keep their scale: 1.0 is not 1.00
     try:
         hash(value)
     except TypeError:
