@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 
+from ferrymq.core.alarms import Alarms
 from ferrymq.core.clock import Clock
 from ferrymq.core.errors import AccessRefused, NotAllowed
 from ferrymq.core.settings import Settings, User
@@ -19,6 +20,7 @@ class Broker:
             self.add_vhost(name)
         self._users = {u.name: u for u in self.config.users}
         self.connections = 0
+        self.alarms = Alarms()
 
     def add_vhost(self, name: str) -> VHost:
         vhost = self.vhosts.get(name)
@@ -52,3 +54,11 @@ class Broker:
 
     def connection_closed(self) -> None:
         self.connections -= 1
+
+    def message_bytes(self) -> int:
+        """Bytes of message bodies held in queues, ready or unacked (for the memory alarm)."""
+        total = 0
+        for vhost in self.vhosts.values():
+            for queue in vhost.queues.values():
+                total += queue.memory_bytes
+        return total

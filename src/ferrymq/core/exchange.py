@@ -186,6 +186,7 @@ class Exchange(ABC):
         self.alternate_exchange: str | None = alternate
         self._bindings: dict[Hashable, Binding] = {}
         self._by_destination: dict[Hashable, dict[Hashable, Binding]] = {}
+        self._setup()
 
     def __repr__(self) -> str:
         return (
@@ -272,6 +273,10 @@ class Exchange(ABC):
     # -- per-type hooks ---------------------------------------------------------------------
 
     @abstractmethod
+    def _setup(self) -> None:
+        """Create the empty routing structure (called at the end of ``__init__``)."""
+
+    @abstractmethod
     def _added(self, binding: Binding) -> None:
         """Update the routing structure after ``binding`` joined the indexes."""
 
@@ -302,22 +307,7 @@ class DirectExchange(Exchange):
 
     __slots__ = ("_counts", "_routes")
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        durable: bool = False,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            name,
-            durable=durable,
-            auto_delete=auto_delete,
-            internal=internal,
-            arguments=arguments,
-        )
+    def _setup(self) -> None:
         # routing key -> destination -> number of bindings (they may differ in arguments)
         self._counts: dict[str, dict[Hashable, int]] = {}
         # routing key -> frozenset of destinations; only keys with bindings, filled on demand
@@ -367,22 +357,7 @@ class FanoutExchange(Exchange):
 
     __slots__ = ("_all", "_counts")
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        durable: bool = False,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            name,
-            durable=durable,
-            auto_delete=auto_delete,
-            internal=internal,
-            arguments=arguments,
-        )
+    def _setup(self) -> None:
         self._counts: dict[Hashable, int] = {}
         self._all: frozenset[Hashable] | None = _EMPTY
 
@@ -424,22 +399,7 @@ class TopicExchange(Exchange):
 
     __slots__ = ("_counts", "_trie", "max_hash_wildcards")
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        durable: bool = False,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            name,
-            durable=durable,
-            auto_delete=auto_delete,
-            internal=internal,
-            arguments=arguments,
-        )
+    def _setup(self) -> None:
         # (pattern, destination) -> number of bindings; the trie holds each pair once.
         self._counts: dict[tuple[str, Hashable], int] = {}
         self._trie = TopicTrie()
@@ -665,22 +625,7 @@ class HeadersExchange(Exchange):
 
     __slots__ = ("_index", "_matchers", "_scan")
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        durable: bool = False,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            name,
-            durable=durable,
-            auto_delete=auto_delete,
-            internal=internal,
-            arguments=arguments,
-        )
+    def _setup(self) -> None:
         self._matchers: dict[Hashable, _HeadersMatcher] = {}
         # Bindings checked on every message.
         self._scan: dict[Hashable, _HeadersMatcher] = {}

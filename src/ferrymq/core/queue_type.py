@@ -92,3 +92,8 @@ class QueueType(ABC):
     @property
     def unacked_count(self) -> int:
         return 0
+
+    @property
+    def memory_bytes(self) -> int:
+        """Body bytes this queue holds in memory (ready and unacknowledged)."""
+        return 0

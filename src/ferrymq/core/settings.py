@@ -24,3 +24,6 @@ class Settings:
     max_message_size: int = 128 * 1024 * 1024
     max_connections: int = 0  # 0: unlimited
     consumer_timeout: float | None = None  # seconds; default for queues without x-consumer-timeout
+    # memory alarm: a fraction of physical RAM (<= 1.0) or a number of bytes (> 1)
+    memory_high_watermark: float = 0.4
+    disk_free_limit: int = 50_000_000  # bytes free on the data directory's filesystem

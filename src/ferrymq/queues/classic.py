@@ -89,6 +89,7 @@ class ClassicQueue(QueueType):
         self._bytes = 0
         self._seq = 0
         self._unacked = 0
+        self._unacked_bytes = 0
         self._consumers: list[Consumer] = []
         self._had_consumer = False
         self._dispatching = False
@@ -118,6 +119,10 @@ class ClassicQueue(QueueType):
     @property
     def ready_bytes(self) -> int:
         return self._bytes
+
+    @property
+    def memory_bytes(self) -> int:
+        return self._bytes + self._unacked_bytes
 
     # -- enqueue -----------------------------------------------------------------------------
 
@@ -249,6 +254,7 @@ class ClassicQueue(QueueType):
         if not consumer.no_ack:
             consumer.unacked += 1
             self._unacked += 1
+            self._unacked_bytes += len(entry.message.body)
         self.delivered += 1
         consumer.sink.deliver(consumer, entry, self)
 
@@ -275,6 +281,7 @@ class ClassicQueue(QueueType):
             self.delivered += 1
             if not no_ack:
                 self._unacked += 1
+                self._unacked_bytes += len(entry.message.body)
         return entry
 
     def credit_available(self) -> None:
@@ -313,27 +320,30 @@ class ClassicQueue(QueueType):
 
     # -- settlement ------------------------------------------------------------------------------
 
-    def _settled(self, count: int, consumer: Consumer | None) -> None:
+    def _settled(self, count: int, size: int, consumer: Consumer | None) -> None:
         self._unacked -= count
+        self._unacked_bytes -= size
         if consumer is not None and not consumer.no_ack:
             consumer.unacked -= count
 
     def ack(self, entries: Iterable[Entry], consumer: Consumer | None) -> None:
-        n = 0
-        for _ in entries:
+        n = size = 0
+        for entry in entries:
             n += 1
+            size += len(entry.message.body)
         self.acked += n
-        self._settled(n, consumer)
+        self._settled(n, size, consumer)
         if self._ready and self._consumers:
             self._dispatch()
 
     def requeue(self, entries: Iterable[Entry], consumer: Consumer | None) -> None:
-        n = 0
+        n = size = 0
         limit = self.settings.delivery_limit
         poison: list[Entry] = []
         timed = False
         for entry in entries:
             n += 1
+            size += len(entry.message.body)
             timed = timed or entry.expires_at is not None
             if self.deleted:
                 continue
@@ -345,7 +355,7 @@ class ClassicQueue(QueueType):
             heapq.heappush(self._requeued, (-self._level_of(entry), entry.seq, entry))
             self._ready += 1
             self._bytes += len(entry.message.body)
-        self._settled(n, consumer)
+        self._settled(n, size, consumer)
         if poison:
             self.host.dead_letter(self, poison, "delivery_limit")
         if timed:
@@ -358,7 +368,7 @@ class ClassicQueue(QueueType):
 
     def reject(self, entries: Iterable[Entry], consumer: Consumer | None) -> None:
         rejected = list(entries)
-        self._settled(len(rejected), consumer)
+        self._settled(len(rejected), sum(len(e.message.body) for e in rejected), consumer)
         if rejected and not self.deleted:
             self.host.dead_letter(self, rejected, "rejected")
         self._dispatch()

@@ -125,6 +125,14 @@ class AMQPServerProtocol(asyncio.Protocol):
     def close_later(self, seconds: float) -> None:
         self.loop.call_later(seconds, self.close)
 
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
     # -- timers ------------------------------------------------------------------------------------
 
     def _handshake_deadline(self) -> None:

@@ -56,6 +56,8 @@ _TYPES: dict[str, type] = {
     "max_message_size": int,
     "max_connections": int,
     "consumer_timeout": float,
+    "memory_high_watermark": float,
+    "disk_free_limit": int,
 }
 
 

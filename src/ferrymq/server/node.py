@@ -13,8 +13,10 @@ from ferrymq.core.broker import Broker
 from ferrymq.core.clock import Clock, LoopClock
 from ferrymq.server.amqp_listener import AMQPServerProtocol
 from ferrymq.server.config import Config
+from ferrymq.server.monitor import ResourceMonitor
 
 log = logging.getLogger("ferrymq.server")
+
 
 def _find_mqtt() -> Any:
     """The MQTT listener class, if this build has one (it arrives with its own issue)."""
@@ -40,6 +42,7 @@ class Node:
         self.connections: set[Any] = set()  # server protocols with .conn.shutdown()
         self.listeners: dict[str, tuple[str, int]] = {}
         self._servers: list[asyncio.base_events.Server] = []
+        self.monitor: ResourceMonitor | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -49,6 +52,8 @@ class Node:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ListenError(f"cannot create data directory {data_dir}: {exc.strerror}") from None
+        self.monitor = ResourceMonitor(self.broker, data_dir)
+        self.monitor.start()
         try:
             await self._listen(
                 "amqp", "AMQP", self.config.amqp_port, lambda: AMQPServerProtocol(self)
@@ -82,6 +87,8 @@ class Node:
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting, close every client with 320 CONNECTION_FORCED, wait for them to go."""
+        if self.monitor is not None:
+            self.monitor.stop()
         for server in self._servers:
             server.close()
         for protocol in list(self.connections):

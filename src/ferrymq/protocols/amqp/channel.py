@@ -166,6 +166,7 @@ class Channel:
 
     def publish(self, m: Publish, raw: bytes, body: bytes) -> None:
         conn = self.conn
+        conn.has_published = True
         vhost = conn.vhost
         exchange = m.exchange
         if m.immediate:

@@ -83,6 +83,12 @@ class Transport(Protocol):
         """Close the socket after a grace period unless it closes first (awaiting close-ok)."""
         ...
 
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (flow control); TCP pushes back on the client."""
+        ...
+
+    def resume_reading(self) -> None: ...
+
 
 class AMQPConnection:
     """See the module docstring."""
@@ -109,6 +115,8 @@ class AMQPConnection:
         self.client_properties: dict[str, Any] = {}
         self._confirming: list[Channel] = []
         self._counted = False
+        self.has_published = False
+        self.blocked = False
         self.send: Callable[[bytes], None] = transport.write
 
     @property
@@ -164,6 +172,8 @@ class AMQPConnection:
             confirming, self._confirming = self._confirming, []
             for channel in confirming:
                 channel.flush_confirms()
+        if self.broker.alarms.active and self.has_published and not self.blocked:
+            self._alarm_changed(self.broker.alarms.active)
 
     def confirms_pending(self, channel: Channel) -> None:
         self._confirming.append(channel)
@@ -385,6 +395,7 @@ class AMQPConnection:
         except BrokerError as exc:
             raise ConnectionError_(530, "NOT_ALLOWED - " + exc.text, 10, 40) from None
         self._counted = True
+        self.broker.alarms.subscribe(self._alarm_changed)
         self.send(encode_method(0, spec.Connection.OpenOk()))
         self.state = S_OPEN
 
@@ -469,7 +480,26 @@ class AMQPConnection:
 
     # -- teardown ----------------------------------------------------------------------------------
 
+    def _alarm_changed(self, active: frozenset[str]) -> None:
+        """Block a publishing connection while a resource alarm is set (RabbitMQ's flow)."""
+        if self.state != S_OPEN:
+            return
+        caps = self.client_properties.get("capabilities") or {}
+        notify = isinstance(caps, dict) and bool(caps.get("connection.blocked"))
+        if active and self.has_published and not self.blocked:
+            self.blocked = True
+            reason = "low on disk space" if "disk" in active else "low on memory"
+            if notify:
+                self.send(encode_method(0, spec.Connection.Blocked(reason=reason)))
+            self.transport.pause_reading()
+        elif not active and self.blocked:
+            self.blocked = False
+            if notify:
+                self.send(encode_method(0, spec.Connection.Unblocked()))
+            self.transport.resume_reading()
+
     def _release(self) -> None:
+        self.broker.alarms.unsubscribe(self._alarm_changed)
         channels, self.channels = self.channels, {}
         try:
             for channel in channels.values():

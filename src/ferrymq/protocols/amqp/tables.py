@@ -297,7 +297,8 @@ def _value(buf: bytes | memoryview, o: int, limit: int, depth: int) -> tuple[Any
         return Float32(_F32.unpack_from(buf, o)[0]), _fixed(buf, o, 4, limit)
     if kind == 0x44:  # D
         scale, mantissa = _DECIMAL.unpack_from(buf, o)
-        return Decimal(mantissa).scaleb(-scale), _fixed(buf, o, 5, limit)
+        # From a string: exact whatever the caller's decimal context precision is.
+        return Decimal(f"{mantissa}E{-scale}"), _fixed(buf, o, 5, limit)
     raise _syntax(f"unknown field value type {kind:#04x}")
 
 

@@ -1,0 +1,91 @@
+"""Samples memory and disk and sets core's alarms, as RabbitMQ's vm_memory_monitor and
+disk_monitor do.
+
+Memory: the bytes of message bodies the broker holds (ready and unacknowledged) against the high
+watermark, a fraction of physical RAM or a byte count. We measure what the broker holds rather
+than the process RSS because CPython rarely hands freed memory back to the OS: an RSS-based alarm
+would not clear after consumers drain the queues. Disk: free bytes on the data directory's
+filesystem against disk_free_limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from ferrymq.core.broker import Broker
+
+log = logging.getLogger("ferrymq.alarms")
+
+INTERVAL = 0.25
+
+
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # pragma: no cover - not Linux
+        return 8 * 1024**3
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # pragma: no cover - not Linux
+        return 0
+
+
+class ResourceMonitor:
+    def __init__(self, broker: Broker, data_dir: Path) -> None:
+        self.broker = broker
+        self.data_dir = data_dir
+        wm = broker.config.memory_high_watermark
+        self.memory_limit = int(wm * physical_memory()) if wm <= 1.0 else int(wm)
+        self.disk_limit = broker.config.disk_free_limit
+        self._handle: asyncio.TimerHandle | None = None
+        self.memory_used = 0
+        self.disk_free = 0
+
+    def start(self) -> None:
+        self.check()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def check(self) -> None:
+        alarms = self.broker.alarms
+        self.memory_used = self.broker.message_bytes()
+        if self.memory_used > self.memory_limit:
+            if "memory" not in alarms.active:
+                log.warning(
+                    "memory alarm set: %d bytes of messages held, high watermark %d; "
+                    "publishers are blocked",
+                    self.memory_used,
+                    self.memory_limit,
+                )
+            alarms.set("memory")
+        elif "memory" in alarms.active:
+            log.warning("memory alarm cleared: %d bytes of messages held", self.memory_used)
+            alarms.clear("memory")
+        try:
+            self.disk_free = shutil.disk_usage(self.data_dir).free
+        except OSError:
+            self.disk_free = 0
+        if self.disk_free < self.disk_limit:
+            if "disk" not in alarms.active:
+                log.warning(
+                    "disk alarm set: %d bytes free on %s, limit %d; publishers are blocked",
+                    self.disk_free,
+                    self.data_dir,
+                    self.disk_limit,
+                )
+            alarms.set("disk")
+        elif "disk" in alarms.active:
+            log.warning("disk alarm cleared: %d bytes free", self.disk_free)
+            alarms.clear("disk")
+        self._handle = asyncio.get_running_loop().call_later(INTERVAL, self.check)
