@@ -302,8 +302,14 @@ class VHost:
         *,
         owner: object,
     ) -> None:
-        self.queue(queue_name, owner)
-        source = self._bindable_source(exchange_name)
+        # RabbitMQ: unbinding from a missing queue or exchange succeeds (nothing to remove)
+        if queue_name in self.queues:
+            self.queue(queue_name, owner)
+        if exchange_name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        source = self.exchanges.get(exchange_name)
+        if source is None:
+            return
         if source.unbind(Binding(_queue_dest(queue_name), routing_key, dict(arguments or {}))):
             self._maybe_auto_delete(source)
 
@@ -327,8 +333,11 @@ class VHost:
         routing_key: str,
         arguments: dict[str, Any] | None,
     ) -> None:
-        self._bindable_source(destination)
-        source = self._bindable_source(source_name)
+        if "" in (destination, source_name):
+            raise AccessRefused("operation not permitted on the default exchange")
+        source = self.exchanges.get(source_name)
+        if source is None:
+            return
         if source.unbind(Binding(_exchange_dest(destination), routing_key, dict(arguments or {}))):
             self._maybe_auto_delete(source)
 

@@ -69,6 +69,9 @@ PROPERTY_CODEC = _PropertyCodec()
 
 OPEN, CLOSING = 1, 2
 
+# an unacknowledged delivery: (entry, queue or None, consumer or None, delivered_at or 0.0)
+_Unacked = tuple[Entry, QueueType | None, Consumer | None, float]
+
 
 def _tag(prefix: str) -> str:
     return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
@@ -101,6 +104,7 @@ class Channel:
         self.pending_confirms: list[tuple[int, bool]] = []
         self.tx = False
         self._tx_ops: list[Callable[[], None]] = []
+        self._tx_taken: list[tuple[int, _Unacked]] = []
         self._last_queue: str | None = None
         self._reply_to: str | None = None
         self._timeout_timer: TimerHandle | None = None
@@ -251,17 +255,19 @@ class Channel:
         if not pending or self.state != OPEN:
             return
         out: list[bytes] = []
-        run_end = 0
+        run_start = run_end = 0
         for seq, ok in pending:
             if ok:
+                if not run_end:
+                    run_start = seq
                 run_end = seq
                 continue
             if run_end:
-                out.append(encode_ack(self.number, run_end, run_end != 1))
+                out.append(encode_ack(self.number, run_end, run_end > run_start))
                 run_end = 0
             out.append(encode_nack(self.number, seq, False, False))
         if run_end:
-            out.append(encode_ack(self.number, run_end, True))
+            out.append(encode_ack(self.number, run_end, run_end > run_start))
         self.conn.send(b"".join(out))
 
     # -- delivery (core's DeliverySink) ----------------------------------------------------------
@@ -345,6 +351,18 @@ class Channel:
     # -- settlement --------------------------------------------------------------------------------
 
     def _take(
+        self, tag: int, multiple: bool, class_method: tuple[int, int]
+    ) -> list[tuple[Entry, QueueType | None, Consumer | None, float]]:
+        unacked = self.unacked
+        if self.tx:
+            # keep what a transaction settles, so tx.rollback can give it back
+            before = dict(unacked)
+            records = self._take_now(tag, multiple, class_method)
+            self._tx_taken.extend((t, r) for t, r in before.items() if t not in unacked)
+            return records
+        return self._take_now(tag, multiple, class_method)
+
+    def _take_now(
         self, tag: int, multiple: bool, class_method: tuple[int, int]
     ) -> list[tuple[Entry, QueueType | None, Consumer | None, float]]:
         unacked = self.unacked
@@ -467,6 +485,10 @@ class Channel:
             self.conn.vhost.unregister_reply_to(self._reply_to)
             self._reply_to = None
         self._tx_ops.clear()
+        if self._tx_taken:  # settled inside an open transaction: still unacked, so requeue
+            for queue, consumer, entries in self._grouped([r for _, r in self._tx_taken]):
+                queue.requeue(entries, consumer)
+            self._tx_taken = []
         self._publish = self._header = None
         self._body = []
 
@@ -475,10 +497,10 @@ class Channel:
 
     # channel class
     def _channel_flow(self, m: spec.Channel.Flow) -> None:
-        self.flow_active = bool(m.active)
-        self.reply(spec.Channel.FlowOk(active=m.active))
-        if self.flow_active:
-            self.wake_consumers()
+        if not m.active:
+            # RabbitMQ does not let a client pause deliveries this way; prefetch does that.
+            raise ConnectionError_(540, "NOT_IMPLEMENTED - active=false", 20, 20)
+        self.reply(spec.Channel.FlowOk(active=True))
 
     # exchange class
     def _exchange_declare(self, m: spec.Exchange.Declare) -> None:
@@ -521,6 +543,12 @@ class Channel:
         name = m.queue
         if m.passive and not name:
             name = self._queue_name(name)
+        if name == DIRECT_REPLY_TO and m.passive:
+            if not m.nowait:
+                self.reply(
+                    method(spec.Queue.DeclareOk, queue=name, message_count=0, consumer_count=0)
+                )
+            return
         queue = self.conn.vhost.declare_queue(
             name,
             owner=self._owner(),
@@ -685,6 +713,7 @@ class Channel:
         if not self.tx:
             raise PreconditionFailed("channel is not transactional")
         ops, self._tx_ops = self._tx_ops, []
+        self._tx_taken = []
         for op in ops:
             op()
         self.reply(spec.Tx.CommitOk())
@@ -693,6 +722,10 @@ class Channel:
         if not self.tx:
             raise PreconditionFailed("channel is not transactional")
         self._tx_ops = []
+        if self._tx_taken:
+            restored = sorted([*self.unacked.items(), *self._tx_taken], key=lambda item: item[0])
+            self.unacked = dict(restored)
+            self._tx_taken = []
         self.reply(spec.Tx.RollbackOk())
 
 

@@ -321,7 +321,7 @@ class AMQPConnection:
         if mechanism == "PLAIN":
             parts = response.split(b"\x00")
             if len(parts) != 3:
-                raise ConnectionError_(403, "ACCESS_REFUSED - malformed PLAIN response", 10, 11)
+                raise ConnectionError_(502, "SYNTAX_ERROR - malformed PLAIN response", 10, 11)
             username, password = (
                 parts[1].decode("utf-8", "replace"),
                 parts[2].decode("utf-8", "replace"),
@@ -413,7 +413,7 @@ class AMQPConnection:
             return
         else:
             raise ConnectionError_(
-                503, f"COMMAND_INVALID - unexpected {type(m).__name__} on channel 0", *_ids(m)
+                504, f"CHANNEL_ERROR - unexpected {type(m).__name__} on channel 0", *_ids(m)
             )
 
     def _open_channel(self, number: int) -> None:
