@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 from ferrymq.core.alarms import Alarms
 from ferrymq.core.clock import Clock
 from ferrymq.core.errors import AccessRefused, NotAllowed
+from ferrymq.core.persistence import MessageStore
 from ferrymq.core.settings import Settings, User
 from ferrymq.core.vhost import VHost
 
@@ -21,6 +23,10 @@ class Broker:
         self._users = {u.name: u for u in self.config.users}
         self.connections = 0
         self.alarms = Alarms()
+        self._client_ids: dict[tuple[str, str], object] = {}
+        self.store: MessageStore | None = None
+        # called after every change to durable definitions (the server saves them)
+        self.on_definitions_changed: Callable[[], None] | None = None
 
     def add_vhost(self, name: str) -> VHost:
         vhost = self.vhosts.get(name)
@@ -62,3 +68,17 @@ class Broker:
             for queue in vhost.queues.values():
                 total += queue.memory_bytes
         return total
+
+    def definitions_changed(self) -> None:
+        if self.on_definitions_changed is not None:
+            self.on_definitions_changed()
+
+    def claim_client_id(self, vhost: str, client_id: str, owner: object) -> None:
+        """JMS: a client id is used by one connection at a time within a vhost."""
+        holder = self._client_ids.setdefault((vhost, client_id), owner)
+        if holder is not owner:
+            raise NotAllowed(f"client id '{client_id}' is already in use in vhost '{vhost}'")
+
+    def release_client_id(self, vhost: str, client_id: str, owner: object) -> None:
+        if self._client_ids.get((vhost, client_id)) is owner:
+            del self._client_ids[(vhost, client_id)]

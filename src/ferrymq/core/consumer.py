@@ -8,6 +8,7 @@ stopped draining all hold back the queue the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Consumer:
     __slots__ = (
         "arguments",
         "exclusive",
+        "filter",
         "no_ack",
         "prefetch",
         "priority",
@@ -66,6 +68,8 @@ class Consumer:
         self.arguments = arguments or {}
         self.unacked = 0
         self.queue: QueueType | None = None
+        # a message selector or similar: the consumer takes only entries it accepts
+        self.filter: Callable[[Entry], bool] | None = None
 
     def has_credit(self) -> bool:
         if self.prefetch and self.unacked >= self.prefetch and not self.no_ack:

@@ -35,6 +35,13 @@ class PropertyCodec(Protocol):
 _ids = itertools.count(1)
 
 
+def reserve_message_ids(next_id: int) -> None:
+    """Continue numbering after the ids a recovered store already used."""
+    global _ids
+    current = next(_ids)
+    _ids = itertools.count(max(current, next_id))
+
+
 class Message:
     """A published message; never mutated after publish."""
 
@@ -43,6 +50,7 @@ class Message:
         "body",
         "codec",
         "exchange",
+        "group",
         "id",
         "persistent",
         "priority",
@@ -63,8 +71,10 @@ class Message:
         priority: int = 0,
         ttl: float | None = None,
         properties: Any = None,
+        msg_id: int = 0,
+        group: str | None = None,
     ) -> None:
-        self.id = next(_ids)
+        self.id = msg_id or next(_ids)
         self.exchange = exchange
         self.routing_key = routing_key
         self.raw_properties = raw_properties
@@ -74,6 +84,7 @@ class Message:
         self.priority = priority
         self.ttl = ttl  # per-message TTL in seconds (AMQP expiration), None for none
         self._properties = properties
+        self.group = group  # JMSXGroupID: messages of one group go to one consumer at a time
 
     @property
     def properties(self) -> Any:
@@ -103,6 +114,7 @@ class Message:
             priority=self.priority,
             ttl=None if properties.expiration is None else self.ttl,
             properties=properties,
+            group=self.group,
         )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ferrymq.core.broker import Broker
     from ferrymq.core.clock import Clock
     from ferrymq.core.consumer import Consumer
     from ferrymq.core.message import Entry, Message
@@ -23,6 +24,7 @@ class QueueHost(Protocol):
 
     clock: Clock
     name: str
+    broker: Broker
 
     def dead_letter(self, queue: QueueType, entries: list[Entry], reason: str) -> None: ...
 
@@ -35,6 +37,7 @@ class QueueType(ABC):
     """Abstract queue: see the module docstring."""
 
     name: str
+    store_key: str  # the queue's identity in the message store (vhost and name)
     durable: bool
     auto_delete: bool
     exclusive_owner: object | None
@@ -64,6 +67,14 @@ class QueueType(ABC):
 
     @abstractmethod
     def get(self, no_ack: bool) -> Entry | None: ...
+
+    @abstractmethod
+    def recover(self, message: Message, redelivered: bool) -> None:
+        """Put back a message recovered from the store, in recovery (publish) order."""
+
+    @abstractmethod
+    def browse(self, consumer: Consumer) -> None:
+        """Deliver a snapshot of the ready messages without consuming them, then cancel."""
 
     @abstractmethod
     def credit_available(self) -> None:

@@ -25,12 +25,15 @@ from ferrymq.core.errors import (
 )
 from ferrymq.core.exchange import EXCHANGE_TYPES, Binding, Exchange, make_exchange
 from ferrymq.core.message import Entry, Message
+from ferrymq.core.selection import compile_or_refuse, message_matches
+from ferrymq.core.topic_trie import TopicTrie
 from ferrymq.queues.classic import ClassicQueue
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
     from ferrymq.core.consumer import Consumer
     from ferrymq.core.queue_type import QueueType
+    from ferrymq.core.selector import Selector
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 DIRECT_REPLY_PREFIX = DIRECT_REPLY_TO + "."
@@ -52,13 +55,15 @@ def _exchange_dest(name: str) -> tuple[str, str]:
 
 
 class PublishOutcome:
-    """What became of one publish: how many queues took it, whether any refused it."""
+    """What became of one publish: how many queues took it, whether any refused it, and
+    whether it was written to the store (its confirm then waits for the commit)."""
 
-    __slots__ = ("refused", "routed")
+    __slots__ = ("persisted", "refused", "routed")
 
-    def __init__(self, routed: int, refused: bool) -> None:
+    def __init__(self, routed: int, refused: bool, persisted: bool = False) -> None:
         self.routed = routed
         self.refused = refused
+        self.persisted = persisted
 
 
 class VHost:
@@ -72,6 +77,11 @@ class VHost:
         self.queues: dict[str, QueueType] = {}
         self._exclusive: dict[object, set[str]] = {}
         self._reply_to: dict[str, Consumer] = {}
+        self.delayed = 0  # messages waiting for their delivery time
+        # (exchange, destination) pairs with an x-selector binding: routing checks those bindings
+        self._filtered: set[tuple[str, Hashable]] = set()
+        self._selectors: dict[str, Selector] = {}
+        self._single_topic: dict[str, TopicTrie] = {}
         for xname, xtype in PREDECLARED.items():
             self.exchanges[xname] = make_exchange(xtype, xname, durable=True)
 
@@ -135,6 +145,8 @@ class VHost:
         except (KeyError, ValueError) as exc:
             raise PreconditionFailed(str(exc)) from None
         self.exchanges[name] = exchange
+        if durable:
+            self.broker.definitions_changed()
         return exchange
 
     def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
@@ -154,6 +166,8 @@ class VHost:
     def _remove_exchange(self, exchange: Exchange) -> None:
         self.exchanges.pop(exchange.name, None)
         self._unbind_everywhere(_exchange_dest(exchange.name))
+        if exchange.durable:
+            self.broker.definitions_changed()
 
     def _unbind_everywhere(self, destination: Hashable) -> None:
         for source in list(self.exchanges.values()):
@@ -226,6 +240,8 @@ class VHost:
         self.queues[name] = queue
         if exclusive:
             self._exclusive.setdefault(owner, set()).add(name)
+        elif durable:
+            self.broker.definitions_changed()
         return queue
 
     def _server_name(self) -> str:
@@ -256,7 +272,10 @@ class VHost:
             if names is not None:
                 names.discard(queue.name)
         self._unbind_everywhere(_queue_dest(queue.name))
-        return queue.delete()
+        count = queue.delete()
+        if queue.durable and queue.exclusive_owner is None:
+            self.broker.definitions_changed()
+        return count
 
     def purge_queue(self, name: str, *, owner: object) -> int:
         return self.queue(name, owner).purge()
@@ -291,7 +310,9 @@ class VHost:
         source = self._bindable_source(exchange_name)
         binding = Binding(_queue_dest(queue_name), routing_key, dict(arguments or {}))
         self._validate(source, binding)
-        source.bind(binding)
+        self._note_selector(source, binding)
+        if source.bind(binding) and self._durable_binding(source, binding):
+            self.broker.definitions_changed()
 
     def unbind_queue(
         self,
@@ -310,8 +331,11 @@ class VHost:
         source = self.exchanges.get(exchange_name)
         if source is None:
             return
-        if source.unbind(Binding(_queue_dest(queue_name), routing_key, dict(arguments or {}))):
+        binding = Binding(_queue_dest(queue_name), routing_key, dict(arguments or {}))
+        if source.unbind(binding):
             self._maybe_auto_delete(source)
+            if self._durable_binding(source, binding):
+                self.broker.definitions_changed()
 
     def bind_exchange(
         self,
@@ -324,7 +348,9 @@ class VHost:
         source = self._bindable_source(source_name)
         binding = Binding(_exchange_dest(destination), routing_key, dict(arguments or {}))
         self._validate(source, binding)
-        source.bind(binding)
+        self._note_selector(source, binding)
+        if source.bind(binding) and self._durable_binding(source, binding):
+            self.broker.definitions_changed()
 
     def unbind_exchange(
         self,
@@ -338,8 +364,56 @@ class VHost:
         source = self.exchanges.get(source_name)
         if source is None:
             return
-        if source.unbind(Binding(_exchange_dest(destination), routing_key, dict(arguments or {}))):
+        binding = Binding(_exchange_dest(destination), routing_key, dict(arguments or {}))
+        if source.unbind(binding):
             self._maybe_auto_delete(source)
+            if self._durable_binding(source, binding):
+                self.broker.definitions_changed()
+
+    def _durable_binding(self, source: Exchange, binding: Binding) -> bool:
+        """A binding survives a restart when both of its ends do (RabbitMQ)."""
+        if not source.durable:
+            return False
+        kind, name = cast(tuple[str, str], binding.destination)
+        if kind == "queue":
+            queue = self.queues.get(name)
+            return queue is not None and queue.durable and queue.exclusive_owner is None
+        target = self.exchanges.get(name)
+        return target is not None and target.durable
+
+    # -- selector bindings (JMS topic subscriptions with a selector) -------------------------------
+
+    def _note_selector(self, source: Exchange, binding: Binding) -> None:
+        text = binding.arguments.get("x-selector")
+        if text is None:
+            return
+        key = str(text)
+        if key not in self._selectors:
+            self._selectors[key] = compile_or_refuse(text)
+        self._filtered.add((source.name, binding.destination))
+
+    def _admits(self, exchange: Exchange, destination: Hashable, message: Message) -> bool:
+        """Does a binding from exchange to destination take this message (key and selector)?"""
+        for binding in exchange.bindings_to(destination):
+            if exchange.type == "direct" and binding.routing_key != message.routing_key:
+                continue
+            if exchange.type == "topic" and not self._topic_match(
+                binding.routing_key, message.routing_key
+            ):
+                continue
+            text = binding.arguments.get("x-selector")
+            if text is None:
+                return True
+            if message_matches(self._selectors[str(text)], message):
+                return True
+        return False
+
+    def _topic_match(self, pattern: str, key: str) -> bool:
+        trie = self._single_topic.get(pattern)
+        if trie is None:
+            trie = self._single_topic[pattern] = TopicTrie()
+            trie.add(pattern, True)
+        return bool(trie.match(key))
 
     @staticmethod
     def _validate(source: Exchange, binding: Binding) -> None:
@@ -368,7 +442,11 @@ class VHost:
         exchange = self.exchanges.get(exchange_name)
         if exchange is None:
             return []
-        if exchange.type != "headers" and exchange.alternate_exchange is None:
+        if (
+            exchange.type != "headers"
+            and exchange.alternate_exchange is None
+            and not self._filtered
+        ):
             # fast path: one exchange, no headers, no alternate exchange
             dests = exchange.route(message.routing_key, None)
             if not dests:
@@ -397,7 +475,11 @@ class VHost:
                 if alternate is not None:
                     self._route_into(alternate, message, out, seen)
             return
+        filtered = self._filtered
         for dest in dests:
+            if filtered and (exchange.name, dest) in filtered:
+                if not self._admits(exchange, dest, message):
+                    continue
             kind, name = cast(tuple[str, str], dest)
             if kind == "queue":
                 out[name] = None
@@ -406,16 +488,96 @@ class VHost:
                 if target is not None:
                     self._route_into(target, message, out, seen)
 
-    def publish(self, exchange_name: str, message: Message) -> PublishOutcome:
-        """Route and enqueue. The caller has already called check_publish."""
+    def publish(self, exchange_name: str, message: Message, delay: float = 0.0) -> PublishOutcome:
+        """Route and enqueue. The caller has already called check_publish.
+
+        With a delay (the x-delay header, as RabbitMQ's delayed-message plugin), the message is
+        held and routed when its time comes; a persistent one is kept in the store meanwhile.
+        """
+        if delay > 0:
+            return self._delay(exchange_name, message, delay)
         if exchange_name == "" and message.routing_key.startswith(DIRECT_REPLY_PREFIX):
             return PublishOutcome(int(self._direct_reply(message)), False)
         queues = self.route(exchange_name, message)
+        refused, persisted = self._enqueue(message, queues)
+        return PublishOutcome(len(queues), refused, persisted)
+
+    def _enqueue(self, message: Message, queues: list[QueueType]) -> tuple[bool, bool]:
+        """Enqueue into each queue; a persistent message bound for durable queues is written to
+        the store first, once. Returns (refused by some queue, written to the store)."""
+        store = self.broker.store
+        persisted = False
+        if message.persistent and store is not None:
+            durable = [q.store_key for q in queues if q.durable]
+            if durable:
+                store.write_message(
+                    message.id,
+                    durable,
+                    message.exchange,
+                    message.routing_key,
+                    message.raw_properties,
+                    message.body,
+                )
+                persisted = True
         refused = False
         for queue in queues:
             if not queue.enqueue(message):
                 refused = True
-        return PublishOutcome(len(queues), refused)
+                if persisted and queue.durable:
+                    store.settle(message.id, queue.store_key)  # type: ignore[union-attr]
+        return refused, persisted
+
+    # -- delivery delay --------------------------------------------------------------------------
+
+    @property
+    def delayed_store_key(self) -> str:
+        """The store key of the vhost's delayed messages (a NUL-named pseudo-queue)."""
+        return f"{self.name}\x00\x00delayed"
+
+    def _delay(self, exchange_name: str, message: Message, delay: float) -> PublishOutcome:
+        store = self.broker.store
+        persisted = False
+        if message.persistent and store is not None:
+            store.write_message(
+                message.id,
+                [self.delayed_store_key],
+                exchange_name,
+                message.routing_key,
+                message.raw_properties,
+                message.body,
+            )
+            persisted = True
+        self.schedule_delayed(exchange_name, message, delay, persisted)
+        return PublishOutcome(1, False, persisted)
+
+    def schedule_delayed(
+        self, exchange_name: str, message: Message, delay: float, persisted: bool
+    ) -> None:
+        """Route `message` once `delay` seconds have passed (also used by recovery)."""
+        self.delayed += 1
+
+        def due() -> None:
+            self.delayed -= 1
+            # routed as a new message; the held copy leaves the store once the new one is in
+            routed = Message(
+                exchange_name,
+                message.routing_key,
+                message.raw_properties,
+                message.body,
+                message.codec,
+                persistent=message.persistent,
+                priority=message.priority,
+                ttl=message.ttl,
+                properties=message._properties,
+                group=message.group,
+            )
+            if exchange_name == "" or exchange_name in self.exchanges:
+                self._enqueue(routed, self.route(exchange_name, routed))
+            store = self.broker.store
+            if persisted and store is not None:
+                store.settle(message.id, self.delayed_store_key)
+
+        self.clock.call_at(self.clock.now() + delay, due)
 
     # -- direct reply-to -------------------------------------------------------------------------
 
@@ -456,11 +618,13 @@ class VHost:
             props.expiration = None
             routing_key = message.routing_key if dlrk is None else dlrk
             dead = message.derive(dlx, routing_key, props)
-            targets = self.route(dlx, dead)
-            for target in targets:
-                if target is queue and reason != "rejected" and not _rejected_in(headers):
-                    continue  # a fully automatic cycle: RabbitMQ drops it
-                target.enqueue(dead)
+            targets = [
+                target
+                for target in self.route(dlx, dead)
+                # a fully automatic cycle: RabbitMQ drops it
+                if target is not queue or reason == "rejected" or _rejected_in(headers)
+            ]
+            self._enqueue(dead, targets)
 
     # -- introspection ---------------------------------------------------------------------------
 

@@ -9,6 +9,13 @@ Dispatch is a loop over ready messages and consumers with credit, run after ever
 make progress (enqueue, ack, new consumer, sink drained). Consumers of the highest priority with
 credit take turns; lower priorities get messages only while the higher ones are blocked.
 
+Selective dispatch. Once a consumer has a filter (a JMS selector) or a message belongs to a group
+(JMSXGroupID), the head of the queue may not be for the consumer that has credit. The queue then
+scans in order, delivers each entry to the first eligible consumer and leaves the others where
+they are for someone else; a group sticks to the consumer that got its first message until that
+consumer goes. A scan looks at no more than SCAN_LIMIT entries per run, so one dispatch costs a
+bounded amount of time even on a queue of millions whose consumers match nothing.
+
 TTL: expired messages are dropped (or dead-lettered) when they reach the head, and one timer per
 queue expires heads proactively, as RabbitMQ's classic queues do.
 """
@@ -25,6 +32,8 @@ from ferrymq.core.consumer import Consumer
 from ferrymq.core.errors import AccessRefused
 from ferrymq.core.message import Entry, Message
 from ferrymq.core.queue_type import QueueHost, QueueType
+
+SCAN_LIMIT = 10_000
 
 
 class QueueSettings:
@@ -75,6 +84,8 @@ class ClassicQueue(QueueType):
         self.host = host
         self.clock = host.clock
         self.name = name
+        # the queue's identity in the store, which is shared by all vhosts
+        self.store_key = f"{host.name}\x00{name}"
         self.durable = durable
         self.auto_delete = auto_delete
         self.exclusive_owner = exclusive_owner
@@ -93,6 +104,9 @@ class ClassicQueue(QueueType):
         self._consumers: list[Consumer] = []
         self._had_consumer = False
         self._dispatching = False
+        self._filtering = 0  # consumers with a filter
+        self._groups: dict[str, Consumer] = {}
+        self._grouped = False  # a message with a group id has been seen
         self._ttl_timer: TimerHandle | None = None
         self._ttl_timer_at = 0.0
         self._expires_timer: TimerHandle | None = None
@@ -124,6 +138,38 @@ class ClassicQueue(QueueType):
     def memory_bytes(self) -> int:
         return self._bytes + self._unacked_bytes
 
+    # -- the store -------------------------------------------------------------------------------
+    # A persistent message in a durable queue was written at publish (vhost); the queue records
+    # its first delivery and its end (ack, drop, dead-lettering) so recovery knows what is live.
+
+    def _forget(self, entries: Iterable[Entry]) -> None:
+        store = self.host.broker.store if self.durable else None
+        if store is None:
+            return
+        key = self.store_key
+        for entry in entries:
+            if entry.message.persistent:
+                store.settle(entry.message.id, key)
+
+    def _drop(self, entries: list[Entry], reason: str) -> None:
+        """Entries leave the queue for good: dead-letter them where configured, then forget."""
+        self.host.dead_letter(self, entries, reason)
+        self._forget(entries)
+
+    def recover(self, message: Message, redelivered: bool) -> None:
+        """Put back a message the store recovered (already on disk: nothing is written)."""
+        self._seq += 1
+        ttl = self.settings.message_ttl
+        if message.ttl is not None and (ttl is None or message.ttl < ttl):
+            ttl = message.ttl
+        entry = Entry(message, self._seq, None if ttl is None else self.clock.now() + ttl)
+        entry.redelivered = redelivered
+        self._levels[self._level_of(entry)].append(entry)
+        self._ready += 1
+        self._bytes += len(message.body)
+        if ttl is not None:
+            self._schedule_ttl()
+
     # -- enqueue -----------------------------------------------------------------------------
 
     def enqueue(self, message: Message) -> bool:
@@ -142,7 +188,7 @@ class ClassicQueue(QueueType):
             self.published += 1
             consumer = None if self._ready or not self._consumers else self._pick_consumer()
             if consumer is None:
-                self.host.dead_letter(self, [entry], "expired")
+                self._drop([entry], "expired")
             else:
                 self._deliver(consumer, entry)
             return True
@@ -153,6 +199,8 @@ class ClassicQueue(QueueType):
         self._ready += 1
         self._bytes += len(message.body)
         self.published += 1
+        if message.group is not None:
+            self._grouped = True
         if self._consumers:
             self._dispatch()
         if expires_at is not None and self._ready:
@@ -179,7 +227,7 @@ class ClassicQueue(QueueType):
                     break
                 dropped.append(entry)
             if dropped:
-                self.host.dead_letter(self, dropped, "maxlen")
+                self._drop(dropped, "maxlen")
             if over():  # a message larger than the byte limit on an empty queue
                 self.host.dead_letter(self, [Entry(message, 0, None)], "maxlen")
                 return False
@@ -230,11 +278,14 @@ class ClassicQueue(QueueType):
                 expired = []
             expired.append(entry)
         if expired:
-            self.host.dead_letter(self, expired, "expired")
+            self._drop(expired, "expired")
         return entry
 
     def _dispatch(self) -> None:
         if self._dispatching or self.deleted:
+            return
+        if self._filtering or self._grouped:
+            self._dispatch_selective()
             return
         self._dispatching = True
         try:
@@ -250,8 +301,109 @@ class ClassicQueue(QueueType):
         finally:
             self._dispatching = False
 
+    def _dispatch_selective(self) -> None:
+        if not self._ready or not self._consumers:
+            return
+        self._dispatching = True
+        try:
+            self._fold_requeued()
+            budget = SCAN_LIMIT
+            now = self.clock.now()
+            expired: list[Entry] = []
+            for level in range(self._max_level, -1, -1):
+                queue = self._levels[level]
+                i = 0
+                while i < len(queue) and budget:
+                    if not any(c.has_credit() for c in self._consumers):
+                        return
+                    entry = queue[i]
+                    if entry.expires_at is not None and entry.expires_at <= now:
+                        del queue[i]
+                        self._ready -= 1
+                        self._bytes -= len(entry.message.body)
+                        expired.append(entry)
+                        continue
+                    consumer = self._eligible(entry)
+                    if consumer is None:
+                        i += 1
+                        budget -= 1
+                        continue
+                    del queue[i]
+                    self._ready -= 1
+                    self._bytes -= len(entry.message.body)
+                    self._deliver(consumer, entry)
+        finally:
+            self._dispatching = False
+            if expired:
+                self._drop(expired, "expired")
+
+    def _eligible(self, entry: Entry) -> Consumer | None:
+        """The consumer that should get `entry` now, honouring groups, filters and credit."""
+        group = entry.message.group
+        if group is not None:
+            owner = self._groups.get(group)
+            if owner is not None:
+                if owner.has_credit() and (owner.filter is None or owner.filter(entry)):
+                    return owner
+                return None
+        consumers = self._consumers
+        candidates = consumers[:1] if self.settings.single_active_consumer else consumers
+        for i, consumer in enumerate(candidates):
+            if not consumer.has_credit():
+                continue
+            if consumer.filter is not None and not consumer.filter(entry):
+                continue
+            if len(consumers) > 1 and not self.settings.single_active_consumer:
+                j = i + 1
+                while j < len(consumers) and consumers[j].priority == consumer.priority:
+                    j += 1
+                if j - 1 != i:
+                    consumers.insert(j, consumers.pop(i))
+            if group is not None:
+                self._groups[group] = consumer
+            return consumer
+        return None
+
+    def _fold_requeued(self) -> None:
+        """Put requeued entries back into their levels, in sequence order (selective mode)."""
+        if not self._requeued:
+            return
+        by_level: dict[int, list[Entry]] = {}
+        while self._requeued:
+            neg_prio, _, entry = heapq.heappop(self._requeued)
+            by_level.setdefault(-neg_prio, []).append(entry)
+        for level, entries in by_level.items():
+            merged = sorted([*entries, *self._levels[level]], key=lambda e: e.seq)
+            self._levels[level] = deque(merged)
+
+    def browse(self, consumer: Consumer) -> None:
+        """Deliver a snapshot of the ready messages without taking them (JMS QueueBrowser)."""
+        self._fold_requeued()
+        now = self.clock.now()
+        for level in range(self._max_level, -1, -1):
+            for entry in list(self._levels[level]):
+                if entry.expires_at is not None and entry.expires_at <= now:
+                    continue
+                if consumer.filter is not None and not consumer.filter(entry):
+                    continue
+                copy = Entry(entry.message, entry.seq, None)
+                copy.redelivered = entry.redelivered
+                copy.delivery_count = entry.delivery_count
+                consumer.sink.deliver(consumer, copy, None)
+        consumer.sink.consumer_cancelled(consumer)
+
+    def _mark_delivered(self, entry: Entry) -> None:
+        """A persistent message's first delivery: after a restart it comes back redelivered."""
+        if not entry.redelivered and self.durable and entry.message.persistent:
+            store = self.host.broker.store
+            if store is not None:
+                store.delivered(entry.message.id, self.store_key)
+
     def _deliver(self, consumer: Consumer, entry: Entry) -> None:
-        if not consumer.no_ack:
+        self._mark_delivered(entry)
+        if consumer.no_ack:
+            self._forget((entry,))
+        else:
             consumer.unacked += 1
             self._unacked += 1
             self._unacked_bytes += len(entry.message.body)
@@ -279,7 +431,10 @@ class ClassicQueue(QueueType):
         entry = self._pop_live()
         if entry is not None:
             self.delivered += 1
-            if not no_ack:
+            self._mark_delivered(entry)
+            if no_ack:
+                self._forget((entry,))
+            else:
                 self._unacked += 1
                 self._unacked_bytes += len(entry.message.body)
         return entry
@@ -303,6 +458,8 @@ class ClassicQueue(QueueType):
                 i -= 1
             self._consumers.insert(i, consumer)
         self._had_consumer = True
+        if consumer.filter is not None:
+            self._filtering += 1
         self._cancel_expires_timer()
         self._dispatch()
 
@@ -311,6 +468,10 @@ class ClassicQueue(QueueType):
             self._consumers.remove(consumer)
         except ValueError:
             return
+        if consumer.filter is not None:
+            self._filtering -= 1
+        if self._groups:  # its groups move to whoever takes their next message
+            self._groups = {g: c for g, c in self._groups.items() if c is not consumer}
         if not self._consumers:
             self.touch()
             if self.auto_delete and self._had_consumer and not self.deleted:
@@ -328,9 +489,13 @@ class ClassicQueue(QueueType):
 
     def ack(self, entries: Iterable[Entry], consumer: Consumer | None) -> None:
         n = size = 0
+        persistent = False
         for entry in entries:
             n += 1
             size += len(entry.message.body)
+            persistent = persistent or entry.message.persistent
+        if persistent and self.durable:
+            self._forget(entries)
         self.acked += n
         self._settled(n, size, consumer)
         if self._ready and self._consumers:
@@ -346,6 +511,7 @@ class ClassicQueue(QueueType):
             size += len(entry.message.body)
             timed = timed or entry.expires_at is not None
             if self.deleted:
+                self._forget((entry,))
                 continue
             entry.redelivered = True
             entry.delivery_count += 1
@@ -357,7 +523,7 @@ class ClassicQueue(QueueType):
             self._bytes += len(entry.message.body)
         self._settled(n, size, consumer)
         if poison:
-            self.host.dead_letter(self, poison, "delivery_limit")
+            self._drop(poison, "delivery_limit")
         if timed:
             self._schedule_ttl()
         self._dispatch()
@@ -369,14 +535,21 @@ class ClassicQueue(QueueType):
     def reject(self, entries: Iterable[Entry], consumer: Consumer | None) -> None:
         rejected = list(entries)
         self._settled(len(rejected), sum(len(e.message.body) for e in rejected), consumer)
-        if rejected and not self.deleted:
-            self.host.dead_letter(self, rejected, "rejected")
+        if rejected:
+            if self.deleted:
+                self._forget(rejected)
+            else:
+                self._drop(rejected, "rejected")
         self._dispatch()
 
     # -- maintenance -----------------------------------------------------------------------------
 
     def purge(self) -> int:
         count = self._ready
+        if self.durable and self.host.broker.store is not None:
+            for level in self._levels:
+                self._forget(level)
+            self._forget(e for _, _, e in self._requeued)
         for level in self._levels:
             level.clear()
         self._requeued.clear()
@@ -459,5 +632,5 @@ class ClassicQueue(QueueType):
             self._bytes -= len(entry.message.body)
             expired.append(entry)
         if expired:
-            self.host.dead_letter(self, expired, "expired")
+            self._drop(expired, "expired")
         self._schedule_ttl()

@@ -3,8 +3,10 @@
 Output from one loop iteration is coalesced into a single transport.write (a publish batch may
 produce thousands of deliveries for one consumer socket). When a client stops reading and the
 socket's buffer passes the high-water mark, the connection is told it is not writable and its
-consumers stop taking messages until the buffer drains. Heartbeats are a property of the
-socket, so they run on the loop's real clock even when the broker core runs on a virtual one.
+consumers stop taking messages until the buffer drains. Heartbeat deadlines are read from the
+broker's clock, like every other deadline, so a test on a virtual clock can expire a silent peer
+without waiting (the in-process test broker proposes no heartbeat on a virtual clock, so that
+clients which heartbeat in real time survive the test's clock jumps).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import ipaddress
 import logging
 from typing import TYPE_CHECKING, cast
 
+from ferrymq.core.clock import TimerHandle
 from ferrymq.protocols.amqp.codec import encode_heartbeat
 from ferrymq.protocols.amqp.connection import S_OPEN, AMQPConnection
 
@@ -41,7 +44,8 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.conn: AMQPConnection | None = None
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: TimerHandle | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None
         self._last_recv = 0.0
         self._last_send = 0.0
         self._closing = False
@@ -59,18 +63,20 @@ class AMQPServerProtocol(asyncio.Protocol):
             self.node.broker, self, from_loopback=_is_loopback(host), peer=f"{host}:{peer[1]}"
         )
         self.node.connections.add(self)
-        self._last_recv = self._last_send = self.loop.time()
-        self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)
+        self.clock = self.node.broker.clock
+        self._last_recv = self._last_send = self.clock.now()
+        self._handshake_timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)
 
     def data_received(self, data: bytes) -> None:
-        self._last_recv = self.loop.time()
+        self._last_recv = self.clock.now()
         conn = self.conn
         assert conn is not None
         conn.data_received(data)
         if not self._heartbeating and conn.state == S_OPEN:
             self._heartbeating = True
-            if self._timer is not None:
-                self._timer.cancel()
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+                self._handshake_timer = None
             self._schedule_heartbeat()
 
     def eof_received(self) -> bool:
@@ -78,9 +84,10 @@ class AMQPServerProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.node.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._handshake_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._handshake_timer = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -113,7 +120,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         self.transport.write(data)
-        self._last_send = self.loop.time()
+        self._last_send = self.clock.now()
 
     def close(self) -> None:
         if self._closing or self.transport is None:
@@ -136,7 +143,7 @@ class AMQPServerProtocol(asyncio.Protocol):
     # -- timers ------------------------------------------------------------------------------------
 
     def _handshake_deadline(self) -> None:
-        self._timer = None
+        self._handshake_timer = None
         conn = self.conn
         if conn is None or self._closing:
             return
@@ -148,14 +155,14 @@ class AMQPServerProtocol(asyncio.Protocol):
         assert self.conn is not None
         interval = self.conn.heartbeat
         if interval > 0:
-            self._timer = self.loop.call_later(interval / 2, self._heartbeat)
+            self._timer = self.clock.call_at(self.clock.now() + interval / 2, self._heartbeat)
 
     def _heartbeat(self) -> None:
         self._timer = None
         conn = self.conn
         if conn is None or self._closing or self.transport is None:
             return
-        now = self.loop.time()
+        now = self.clock.now()
         interval = conn.heartbeat
         if now - self._last_recv > 2 * interval:
             log.warning(

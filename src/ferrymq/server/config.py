@@ -36,6 +36,11 @@ class Config:
     mqtt_port: int | None = 1883  # None: no MQTT listener
     data_dir: Path = field(default_factory=default_data_dir)
     log_level: str = "info"
+    # store: "always" (a confirm means on disk), "interval" (fsync every fsync_interval_ms),
+    # "off" (the OS decides; a confirm means written to the kernel)
+    fsync: str = "always"
+    fsync_interval_ms: int = 200
+    segment_size: int = 64 * 1024 * 1024
     settings: Settings = field(default_factory=Settings)
 
 
@@ -45,6 +50,9 @@ _NODE_KEYS = {
     "mqtt_port": int,
     "data_dir": Path,
     "log_level": str,
+    "fsync": str,
+    "fsync_interval_ms": int,
+    "segment_size": int,
 }
 _SETTING_KEYS = {
     f.name: f.type for f in fields(Settings) if f.name not in ("users", "loopback_users", "vhosts")
@@ -76,7 +84,10 @@ def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
 
 def _apply(config: Config, key: str, value: Any, source: str) -> None:
     if key in _NODE_KEYS:
-        setattr(config, key, _coerce(key, value, _NODE_KEYS[key], source))
+        coerced = _coerce(key, value, _NODE_KEYS[key], source)
+        if key == "fsync" and coerced not in ("always", "interval", "off"):
+            raise ConfigError(f"{source}: fsync must be always, interval or off, got {value!r}")
+        setattr(config, key, coerced)
     elif key in _TYPES:
         setattr(config.settings, key, _coerce(key, value, _TYPES[key], source))
     elif key == "users":

@@ -1,6 +1,10 @@
 """Samples memory and disk and sets core's alarms, as RabbitMQ's vm_memory_monitor and
 disk_monitor do.
 
+A failed journal write (ENOSPC, EIO) also sets the disk alarm; it clears once the filesystem
+has at least a mebibyte more free than when the write failed, so publishers are not let loose on
+a disk that is still full.
+
 Memory: the bytes of message bodies the broker holds (ready and unacknowledged) against the high
 watermark, a fraction of physical RAM or a byte count. We measure what the broker holds rather
 than the process RSS because CPython rarely hands freed memory back to the OS: an RSS-based alarm
@@ -15,12 +19,17 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Protocol
 
 from ferrymq.core.broker import Broker
 
 log = logging.getLogger("ferrymq.alarms")
 
 INTERVAL = 0.25
+
+
+class StoreHealth(Protocol):
+    write_failed: bool
 
 
 def physical_memory() -> int:
@@ -48,6 +57,8 @@ class ResourceMonitor:
         self._handle: asyncio.TimerHandle | None = None
         self.memory_used = 0
         self.disk_free = 0
+        self.store: StoreHealth | None = None
+        self._free_at_failure: int | None = None
 
     def start(self) -> None:
         self.check()
@@ -76,7 +87,17 @@ class ResourceMonitor:
             self.disk_free = shutil.disk_usage(self.data_dir).free
         except OSError:
             self.disk_free = 0
-        if self.disk_free < self.disk_limit:
+        store = self.store
+        if store is not None and store.write_failed:
+            if self._free_at_failure is None:
+                self._free_at_failure = self.disk_free
+            elif self.disk_free >= self._free_at_failure + 1024 * 1024:
+                log.warning(
+                    "disk space returned after a failed write (%d bytes free)", self.disk_free
+                )
+                store.write_failed = False
+                self._free_at_failure = None
+        if self.disk_free < self.disk_limit or (store is not None and store.write_failed):
             if "disk" not in alarms.active:
                 log.warning(
                     "disk alarm set: %d bytes free on %s, limit %d; publishers are blocked",

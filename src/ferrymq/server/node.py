@@ -14,6 +14,9 @@ from ferrymq.core.clock import Clock, LoopClock
 from ferrymq.server.amqp_listener import AMQPServerProtocol
 from ferrymq.server.config import Config
 from ferrymq.server.monitor import ResourceMonitor
+from ferrymq.server.persistence import JournalStore
+from ferrymq.server.recovery import recover_definitions, recover_messages
+from ferrymq.store.journal import Journal
 
 log = logging.getLogger("ferrymq.server")
 
@@ -43,6 +46,7 @@ class Node:
         self.listeners: dict[str, tuple[str, int]] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self.monitor: ResourceMonitor | None = None
+        self.store: JournalStore | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -52,7 +56,12 @@ class Node:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ListenError(f"cannot create data directory {data_dir}: {exc.strerror}") from None
+        try:
+            self._open_store(data_dir)
+        except OSError as exc:
+            raise ListenError(f"cannot open the store in {data_dir}: {exc}") from None
         self.monitor = ResourceMonitor(self.broker, data_dir)
+        self.monitor.store = self.store
         self.monitor.start()
         try:
             await self._listen(
@@ -64,6 +73,19 @@ class Node:
         except ListenError:
             await self.stop()
             raise
+
+    def _open_store(self, data_dir: Path) -> None:
+        cfg = self.config
+        recover_definitions(self.broker, data_dir / "definitions.json")
+        journal = Journal(
+            data_dir / "journal",
+            fsync=cfg.fsync,
+            fsync_interval=cfg.fsync_interval_ms / 1000.0,
+            segment_bytes=cfg.segment_size,
+        )
+        recover_messages(self.broker, journal)
+        self.store = JournalStore(journal, asyncio.get_running_loop(), self.broker.alarms)
+        self.broker.store = self.store
 
     async def _listen(
         self, name: str, label: str, port: int, factory: Callable[[], asyncio.Protocol]
@@ -103,4 +125,8 @@ class Node:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        if self.store is not None:
+            # waits for the writer: everything confirmed is on disk before we exit
+            await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+            self.store = None
         log.info("stopped")

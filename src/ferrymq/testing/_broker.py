@@ -92,6 +92,10 @@ def running_broker(
     max_connections, consumer_timeout); `users` is a list of {"name", "password", "tags"}.
     """
     config = Config(bind="127.0.0.1", amqp_port=0, mqtt_port=0)
+    if virtual_clock:
+        # heartbeat deadlines follow the virtual clock; clients heartbeat in real time, so
+        # propose none unless the test asks (it then drives both sides itself)
+        config.settings.heartbeat = 0
     for key, value in settings.items():
         if not hasattr(config.settings, key):
             raise TypeError(f"unknown broker setting {key!r}")

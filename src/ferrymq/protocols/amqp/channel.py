@@ -13,6 +13,7 @@ is processed and written as one ack multiple=true per run (see `flush_confirms`)
 from __future__ import annotations
 
 import base64
+import copy
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from ferrymq.core.consumer import Consumer
 from ferrymq.core.errors import AccessRefused, BrokerError, PreconditionFailed
 from ferrymq.core.message import Entry, Message
 from ferrymq.core.queue_type import QueueType
+from ferrymq.core.selection import compile_or_refuse, entry_filter
 from ferrymq.core.vhost import DIRECT_REPLY_TO
 from ferrymq.protocols.amqp._errors import ChannelError, ConnectionError_, from_broker_error
 from ferrymq.protocols.amqp.codec import (
@@ -40,7 +42,11 @@ from ferrymq.protocols.amqp.codec import (
     encode_nack,
     encode_return,
 )
-from ferrymq.protocols.amqp.properties import decode_properties, encode_properties
+from ferrymq.protocols.amqp.properties import (
+    PROPERTY_CODEC,
+    decode_properties,
+    encode_properties,
+)
 
 if TYPE_CHECKING:
     from ferrymq.protocols.amqp.connection import AMQPConnection
@@ -51,21 +57,11 @@ _FLAG_REPLY_TO = 0x0200
 _FLAG_EXPIRATION = 0x0100
 _FLAG_USER_ID = 0x0010
 _FLAG_DELIVERY_MODE = 0x1000
-_NEEDS_DECODE = _FLAG_PRIORITY | _FLAG_REPLY_TO | _FLAG_EXPIRATION | _FLAG_USER_ID
+_FLAG_HEADERS = 0x2000
+# headers are read for x-delay (delivery delay) and JMSXGroupID (message groups)
+_NEEDS_DECODE = _FLAG_PRIORITY | _FLAG_REPLY_TO | _FLAG_EXPIRATION | _FLAG_USER_ID | _FLAG_HEADERS
 _BEFORE_DELIVERY_MODE = 0xE000  # content-type, content-encoding, headers
 
-
-class _PropertyCodec:
-    """The AMQP encoding is the canonical one core keeps (see core.message)."""
-
-    def decode(self, raw: bytes) -> Any:
-        return decode_properties(raw)
-
-    def encode(self, properties: Any) -> bytes:
-        return encode_properties(properties)
-
-
-PROPERTY_CODEC = _PropertyCodec()
 
 OPEN, CLOSING = 1, 2
 
@@ -75,6 +71,21 @@ _Unacked = tuple[Entry, QueueType | None, Consumer | None, float]
 
 def _tag(prefix: str) -> str:
     return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+def _has_delivery_limit(queue: QueueType | None) -> bool:
+    settings = getattr(queue, "settings", None)
+    return settings is not None and settings.delivery_limit is not None
+
+
+def _with_delivery_count(message: Message, count: int) -> bytes:
+    """A redelivered message carries x-delivery-count (how often it was returned before), as
+    RabbitMQ's quorum queues (which have delivery limits) write it. Classic queues add it only
+    for consumers that ask with the consumer argument x-delivery-count (the JMS client does, for
+    JMSXDeliveryCount), so plain AMQP clients see what RabbitMQ's classic queues give them."""
+    props = copy.copy(message.properties)
+    props.headers = {**(props.headers or {}), "x-delivery-count": count}
+    return encode_properties(props)
 
 
 def method(cls: type, **fields: Any) -> Any:
@@ -102,6 +113,8 @@ class Channel:
         self.confirm = False
         self._publish_seq = 0
         self.pending_confirms: list[tuple[int, bool]] = []
+        self._needs_commit = False  # a publish since the last flush went to the store
+        self._confirms_waiting = 0  # confirm batches waiting for the store's commit
         self.tx = False
         self._tx_ops: list[Callable[[], None]] = []
         self._tx_taken: list[tuple[int, _Unacked]] = []
@@ -184,6 +197,8 @@ class Channel:
         persistent = False
         priority = 0
         ttl = None
+        delay = 0.0
+        group = None
         if flags & _NEEDS_DECODE or (flags & _FLAG_DELIVERY_MODE and flags & _BEFORE_DELIVERY_MODE):
             props = decode_properties(raw)
             persistent = props.delivery_mode == 2
@@ -205,6 +220,14 @@ class Channel:
                     )
                 props.reply_to = self._reply_to
                 raw = encode_properties(props)
+            headers = props.headers
+            if headers:
+                value = headers.get("x-delay")
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    delay = value / 1000.0
+                value = headers.get("JMSXGroupID")
+                if isinstance(value, (str, bytes)):
+                    group = value if isinstance(value, str) else value.decode("utf-8", "replace")
         elif flags & _FLAG_DELIVERY_MODE:
             persistent = raw[2] == 2
         message = Message(
@@ -217,14 +240,15 @@ class Channel:
             priority=priority,
             ttl=ttl,
             properties=props,
+            group=group,
         )
         if self.tx:
-            self._tx_ops.append(lambda: self._route(m, message))
+            self._tx_ops.append(lambda: self._route(m, message, delay))
             return
-        self._route(m, message)
+        self._route(m, message, delay)
 
-    def _route(self, m: Publish, message: Message) -> None:
-        outcome = self.conn.vhost.publish(m.exchange, message)
+    def _route(self, m: Publish, message: Message, delay: float = 0.0) -> None:
+        outcome = self.conn.vhost.publish(m.exchange, message, delay)
         if not outcome.routed and m.mandatory:
             self.conn.send(
                 encode_return(
@@ -238,6 +262,8 @@ class Channel:
                     self.conn.frame_max,
                 )
             )
+        if outcome.persisted:
+            self._needs_commit = True
         if self.confirm:
             self._publish_seq += 1
             if not self.pending_confirms:
@@ -251,9 +277,34 @@ class Channel:
         return int(value) / 1000.0
 
     def flush_confirms(self) -> None:
+        """Send the confirms collected from one received buffer.
+
+        A persistent message on a durable queue is confirmed only once the store has it on
+        disk (group commit); later confirms wait behind earlier ones so that no ack with
+        multiple=true ever covers a message that is not yet durable.
+        """
         pending, self.pending_confirms = self.pending_confirms, []
         if not pending or self.state != OPEN:
             return
+        store = self.conn.broker.store
+        if store is not None and (self._needs_commit or self._confirms_waiting):
+            self._needs_commit = False
+            self._confirms_waiting += 1
+            store.after_commit(lambda exc: self._committed_confirms(pending, exc))
+            return
+        self._send_confirms(pending)
+
+    def _committed_confirms(
+        self, pending: list[tuple[int, bool]], exc: BaseException | None
+    ) -> None:
+        self._confirms_waiting -= 1
+        if self.state != OPEN:
+            return
+        if exc is not None:  # the write failed: nothing in this batch is confirmed
+            pending = [(seq, False) for seq, _ in pending]
+        self._send_confirms(pending)
+
+    def _send_confirms(self, pending: list[tuple[int, bool]]) -> None:
         out: list[bytes] = []
         run_start = run_end = 0
         for seq, ok in pending:
@@ -291,6 +342,11 @@ class Channel:
                 self._arm_timeout(delivered_at + timeout.consumer_timeout)
             self.unacked[tag] = (entry, queue, consumer, delivered_at)
         message = entry.message
+        raw = message.raw_properties
+        if entry.delivery_count and (
+            consumer.arguments.get("x-delivery-count") or _has_delivery_limit(queue)
+        ):
+            raw = _with_delivery_count(message, entry.delivery_count)
         self.conn.send(
             encode_deliver(
                 self.number,
@@ -299,7 +355,7 @@ class Channel:
                 entry.redelivered,
                 message.exchange,
                 message.routing_key,
-                message.raw_properties,
+                raw,
                 message.body,
                 self.conn.frame_max,
             )
@@ -486,8 +542,8 @@ class Channel:
             self._reply_to = None
         self._tx_ops.clear()
         if self._tx_taken:  # settled inside an open transaction: still unacked, so requeue
-            for queue, consumer, entries in self._grouped([r for _, r in self._tx_taken]):
-                queue.requeue(entries, consumer)
+            for queue, owner, entries in self._grouped([r for _, r in self._tx_taken]):
+                queue.requeue(entries, owner)
             self._tx_taken = []
         self._publish = self._header = None
         self._body = []
@@ -633,15 +689,25 @@ class Channel:
                 self.reply(spec.Basic.ConsumeOk(consumer_tag=tag))
             return
         queue = vhost.queue(self._queue_name(m.queue), self._owner())
+        browse = bool(args.get("x-browse"))
         consumer = Consumer(
             tag,
             self,
-            no_ack=m.no_ack,
+            no_ack=m.no_ack or browse,
             exclusive=m.exclusive,
             prefetch=self.prefetch_consumer,
             priority=int(priority),
             arguments=args,
         )
+        if args.get("x-selector") is not None:
+            consumer.filter = entry_filter(compile_or_refuse(args["x-selector"]))
+        if browse:
+            # JMS QueueBrowser: a snapshot of the queue, then basic.cancel from the broker
+            self.consumers[tag] = consumer
+            if not m.nowait:
+                self.reply(spec.Basic.ConsumeOk(consumer_tag=tag))
+            queue.browse(consumer)
+            return
         self.consumers[tag] = consumer
         if not m.nowait:
             # consume-ok must precede the first delivery
@@ -682,7 +748,9 @@ class Channel:
                 message.exchange,
                 message.routing_key,
                 queue.message_count,
-                message.raw_properties,
+                _with_delivery_count(message, entry.delivery_count)
+                if entry.delivery_count and _has_delivery_limit(queue)
+                else message.raw_properties,
                 message.body,
                 self.conn.frame_max,
             )
@@ -714,8 +782,25 @@ class Channel:
             raise PreconditionFailed("channel is not transactional")
         ops, self._tx_ops = self._tx_ops, []
         self._tx_taken = []
+        self._needs_commit = False
         for op in ops:
             op()
+        store = self.conn.broker.store
+        if self._needs_commit and store is not None:
+            # commit-ok means the transaction's persistent messages are on disk
+            self._needs_commit = False
+            store.after_commit(self._tx_committed)
+            return
+        self.reply(spec.Tx.CommitOk())
+
+    def _tx_committed(self, exc: BaseException | None) -> None:
+        if self.state != OPEN:
+            return
+        if exc is not None:
+            self.conn.close_channel(
+                self, ChannelError(541, f"INTERNAL_ERROR - transaction not stored: {exc}", 90, 20)
+            )
+            return
         self.reply(spec.Tx.CommitOk())
 
     def _tx_rollback(self, m: spec.Tx.Rollback) -> None:

@@ -116,6 +116,7 @@ class AMQPConnection:
         self._confirming: list[Channel] = []
         self._counted = False
         self.has_published = False
+        self.client_id: str | None = None  # JMS client id, unique per vhost
         self.blocked = False
         self.send: Callable[[bytes], None] = transport.write
 
@@ -390,10 +391,18 @@ class AMQPConnection:
     def _open(self, m: spec.Connection.Open) -> None:
         assert self.user is not None
         try:
-            self._vhost = self.broker.open_vhost(self.user, m.virtual_host)
+            vhost = self.broker.open_vhost(self.user, m.virtual_host)
+            client_id = self.client_properties.get("client_id")
+            if isinstance(client_id, str) and client_id:
+                self.broker.claim_client_id(vhost.name, client_id, self)
+                self.client_id = client_id
             self.broker.connection_opened()
         except BrokerError as exc:
+            if self.client_id is not None:
+                self.broker.release_client_id(m.virtual_host, self.client_id, self)
+                self.client_id = None
             raise ConnectionError_(530, "NOT_ALLOWED - " + exc.text, 10, 40) from None
+        self._vhost = vhost
         self._counted = True
         self.broker.alarms.subscribe(self._alarm_changed)
         self.send(encode_method(0, spec.Connection.OpenOk()))
@@ -509,6 +518,9 @@ class AMQPConnection:
                 self._vhost.owner_closed(self)
         except Exception:
             log.exception("error releasing connection %s", self.peer)
+        if self.client_id is not None and self._vhost is not None:
+            self.broker.release_client_id(self._vhost.name, self.client_id, self)
+            self.client_id = None
         if self._counted:
             self._counted = False
             self.broker.connection_closed()

@@ -237,3 +237,16 @@ def encode_properties(props: BasicProperties) -> bytes:
         return EMPTY_PROPERTIES
     parts[0] = _U16.pack(flags)
     return b"".join(parts)
+
+
+class _PropertyCodec:
+    """Core keeps AMQP's encoding as the canonical one (see core.message.PropertyCodec)."""
+
+    def decode(self, raw: bytes) -> BasicProperties:
+        return decode_properties(raw)
+
+    def encode(self, properties: BasicProperties) -> bytes:
+        return encode_properties(properties)
+
+
+PROPERTY_CODEC = _PropertyCodec()
