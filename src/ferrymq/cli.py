@@ -89,5 +89,52 @@ async def _serve(config: Config) -> None:
     await node.stop()
 
 
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), help="The node's data directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON document.")
+def status(data_dir: str | None, as_json: bool) -> None:
+    """Show a running node's listeners, alarms, memory, disk, store and queues."""
+    import json
+
+    from ferrymq.server.config import default_data_dir
+    from ferrymq.server.status import read_status
+
+    directory = Path(data_dir) if data_dir else default_data_dir()
+    try:
+        doc = read_status(directory)
+    except OSError as exc:
+        _fail(f"no running node answers in {directory}: {exc.strerror or exc}")
+        return
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    alarms = ", ".join(doc["alarms"]) or "none"
+    click.echo(f"FerryMQ {doc['version']} pid {doc['pid']} up {doc['uptime_s']}s")
+    click.echo("listeners: " + " ".join(f"{k}={v}" for k, v in doc["listeners"].items()))
+    click.echo(f"connections: {doc['connections']}")
+    click.echo(f"alarms: {alarms}")
+    if "memory" in doc:
+        mem = doc["memory"]
+        click.echo(
+            f"memory: {mem['message_bytes']} bytes of messages "
+            f"(high watermark {mem['high_watermark_bytes']})"
+        )
+    if "disk" in doc:
+        disk = doc["disk"]
+        click.echo(f"disk: {disk['free_bytes']} bytes free (limit {disk['free_limit_bytes']})")
+    if "store" in doc:
+        store = doc["store"]
+        click.echo(
+            f"store: fsync={store['fsync']} "
+            + " ".join(f"{k}={v}" for k, v in store.items() if k != "fsync")
+        )
+    click.echo(f"queues: {len(doc['queues'])}")
+    for q in doc["queues"]:
+        click.echo(
+            f"  {q['vhost']} {q['name']}: {q['messages']} ready, {q['unacked']} unacked, "
+            f"{q['consumers']} consumers{' (durable)' if q['durable'] else ''}"
+        )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -151,3 +151,36 @@ def test_config_file_and_environment(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_status_shows_listeners_alarms_and_queues(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc = _start("--amqp-port", "0", "--no-mqtt", "--data-dir", str(data))
+    try:
+        port = _port(_ready_line(proc), "amqp")
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+        ch = conn.channel()
+        ch.queue_declare("status-q", durable=True)
+        ch.basic_publish("", "status-q", b"x")
+        ch.queue_declare("status-q", passive=True)
+        out = subprocess.run(
+            [*FERRYMQ, "status", "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert out.returncode == 0, out.stderr
+        assert f"amqp=127.0.0.1:{port}" in out.stdout
+        assert "alarms: none" in out.stdout
+        assert "connections: 1" in out.stdout
+        assert "/ status-q: 1 ready, 0 unacked, 0 consumers (durable)" in out.stdout
+        assert "fsync=always" in out.stdout
+        conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    out = subprocess.run(
+        [*FERRYMQ, "status", "--data-dir", str(data)], capture_output=True, text=True, timeout=20
+    )
+    assert out.returncode == 1
+    assert "no running node answers in" in out.stderr

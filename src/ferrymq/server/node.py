@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from ferrymq.server.config import Config
 from ferrymq.server.monitor import ResourceMonitor
 from ferrymq.server.persistence import JournalStore
 from ferrymq.server.recovery import recover_definitions, recover_messages
+from ferrymq.server.status import serve_status
 from ferrymq.store.journal import Journal
 
 log = logging.getLogger("ferrymq.server")
@@ -47,6 +49,8 @@ class Node:
         self._servers: list[asyncio.base_events.Server] = []
         self.monitor: ResourceMonitor | None = None
         self.store: JournalStore | None = None
+        self.started_at = time.monotonic()
+        self._status_server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -73,6 +77,7 @@ class Node:
         except ListenError:
             await self.stop()
             raise
+        self._status_server = await serve_status(self, data_dir)
 
     def _open_store(self, data_dir: Path) -> None:
         cfg = self.config
@@ -111,6 +116,9 @@ class Node:
         """Stop accepting, close every client with 320 CONNECTION_FORCED, wait for them to go."""
         if self.monitor is not None:
             self.monitor.stop()
+        if self._status_server is not None:
+            self._status_server.close()
+            self._status_server = None
         for server in self._servers:
             server.close()
         for protocol in list(self.connections):
