@@ -76,6 +76,8 @@ class _Segment:
 
     def match_at(self, s: str, i: int) -> bool:
         """True if the segment matches ``s[i:i+length]`` (the caller checked the length)."""
+        if self.plain is not None:
+            return s.startswith(self.plain, i)
         return all(s.startswith(piece, i + offset) for offset, piece in self.pieces)
 
     def find(self, s: str, start: int, end: int) -> int:

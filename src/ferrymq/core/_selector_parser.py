@@ -87,10 +87,13 @@ class InvalidSelector(ValueError):
     """A selector that is not valid JMS selector syntax or is ill-typed.
 
     The message says what is wrong and where: ``position`` is the 1-based character position
-    in the selector text (None when the problem is the selector as a whole).
+    in the selector text (None when the problem is the selector as a whole). The message is
+    kept under 200 characters so that it fits an AMQP reply text.
     """
 
     def __init__(self, reason: str, position: int | None = None) -> None:
+        if len(reason) > 160:  # quoted tokens can be long; the text must fit a 406 reply
+            reason = reason[:157] + "..."
         text = reason if position is None else f"{reason} at position {position}"
         super().__init__(text)
         self.reason = reason

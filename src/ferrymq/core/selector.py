@@ -87,6 +87,8 @@ SELECTABLE_HEADERS: Final = frozenset(
 )  # fmt: skip
 """The header fields a selector may name (JMS 2.0 3.8.1.1); JMSX* and user properties besides."""
 
+_BLANK: Final = " \t\n\r\f"  # the lexer's whitespace (Java's); str.strip() would take more
+
 _MAX_DEPTH_LIMIT: Final = 128  # a few Python frames per level: stay far below the recursion limit
 
 
@@ -130,7 +132,7 @@ def _compile(text: str, max_length: int, max_depth: int) -> Selector:
         raise InvalidSelector(
             f"selector is {len(text)} characters long, more than the limit of {max_length}"
         )
-    if not text.strip():
+    if not text.strip(_BLANK):
         return Selector(text, _always_true, frozenset(), True)
     try:
         tree = _fold(parse(text, max_depth))
