@@ -390,7 +390,8 @@ class VHost:
         key = str(text)
         if key not in self._selectors:
             self._selectors[key] = compile_or_refuse(text)
-        self._filtered.add((source.name, binding.destination))
+        if not self._selectors[key].selects_all:
+            self._filtered.add((source.name, binding.destination))
 
     def _admits(self, exchange: Exchange, destination: Hashable, message: Message) -> bool:
         """Does a binding from exchange to destination take this message (key and selector)?"""

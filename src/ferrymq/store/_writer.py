@@ -125,7 +125,10 @@ class Writer(threading.Thread):
             and self.j.fsync_policy == "interval"
             and now - self.last_sync >= self.j.fsync_interval
         ):
-            self.sync_dirty()
+            try:
+                self.sync_dirty()
+            except StoreError:
+                pass  # logged; the next flush fails and moves to a fresh segment
         c = self.compactor
         busy = not q.empty()
         if c.runnable():

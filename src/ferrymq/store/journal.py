@@ -111,7 +111,10 @@ class Journal:
         self._segs: dict[int, Seg] = {}
         self._fds: dict[int, int] = {}
         self._index: dict[int, IndexValue] = {}
-        self._aliases: dict[tuple[int, int], int] = {}  # old body position -> msg_id, after a move
+        # After compaction moved a body: its old (segment, offset) -> (msg_id, where it went).
+        # read_body follows these one hop at a time, and only past segments already deleted;
+        # each hop's copy is on disk before the segment it came from is deleted.
+        self._aliases: dict[tuple[int, int], tuple[int, Location]] = {}
         self._names: dict[str, bytes] = {}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._seq = 0
@@ -356,10 +359,10 @@ class Journal:
 
         Locations from before a compaction stay valid: the body is found at its new place.
         """
-        for _ in range(4):
+        for _ in range(64):
             number, offset = location.segment, location.offset
             with self._fd_lock:
-                fd = self._fd_locked(number) if number in self._segs else -1
+                fd = self._fd_locked(number)
                 if fd >= 0:
                     try:
                         data = _pread_all(fd, location.length, offset)
@@ -371,11 +374,10 @@ class Journal:
                         )
                     return data
             with self._lock:
-                msg_id = self._aliases.get((number, offset))
-                value = self._index.get(msg_id) if msg_id is not None else None
-            if value is None:
+                moved = self._aliases.get((number, offset))
+            if moved is None:
                 break
-            location = value.loc if isinstance(value, Entry) else value
+            location = moved[1]
         raise StoreError(f"journal read: no message body at {location}", errno.ENOENT)
 
     def stats(self) -> dict[str, int | float]:
@@ -463,10 +465,15 @@ class Journal:
         return batch.seq
 
     def _fd_locked(self, number: int) -> int:
-        """The segment's file descriptor, opened on first use (caller holds _fd_lock)."""
+        """The segment's file descriptor, opened on first use; -1 if the segment is gone.
+
+        The caller holds _fd_lock; the writer closes a deleted segment's fd under it too.
+        """
         fd = self._fds.get(number)
         if fd is None:
-            seg = self._segs[number]
+            seg = self._segs.get(number)
+            if seg is None:
+                return -1
             flags = os.O_RDWR | (os.O_CREAT if seg.new else 0)
             fd = os.open(seg.path, flags, 0o644)
             self._fds[number] = fd

@@ -700,7 +700,9 @@ class Channel:
             arguments=args,
         )
         if args.get("x-selector") is not None:
-            consumer.filter = entry_filter(compile_or_refuse(args["x-selector"]))
+            selector = compile_or_refuse(args["x-selector"])
+            if not selector.selects_all:  # an empty selector keeps the fast FIFO path
+                consumer.filter = entry_filter(selector)
         if browse:
             # JMS QueueBrowser: a snapshot of the queue, then basic.cancel from the broker
             self.consumers[tag] = consumer

@@ -256,6 +256,11 @@ NONZERO_PROPERTIES = frozenset(
 #: Reason codes each acknowledgement may carry (3.4.2.1, 3.5.2.1, 3.6.2.1, 3.7.2.1).
 PUBACK_REASONS = frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99})
 PUBREL_REASONS = frozenset({0x00, 0x92})
+#: Reason codes a DISCONNECT may carry (3.14.2.1).
+DISCONNECT_REASONS = frozenset(
+    {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90}
+    | set(range(0x93, 0xA3))
+)
 
 #: Session Expiry Interval meaning "never expires" (3.1.2.11.2).
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF

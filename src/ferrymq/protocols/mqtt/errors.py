@@ -9,6 +9,8 @@ caller's); nothing is sent.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ferrymq.protocols.mqtt.constants import ReasonCode
 
 
@@ -20,7 +22,15 @@ class MQTTError(Exception):
 
 
 class RemoteProtocolError(MQTTError):
-    """The peer sent something the protocol forbids; close with `reason`."""
+    """The peer sent something the protocol forbids; close with `reason`.
+
+    `packets`: when the decoder raises, the whole packets it parsed before the bad one, which
+    the connection still acts on (they were valid).
+    """
+
+    def __init__(self, reason: int, text: str) -> None:
+        super().__init__(reason, text)
+        self.packets: list[Any] = []
 
 
 class MalformedPacket(RemoteProtocolError):

@@ -4,8 +4,9 @@ Properties are a `dict[int, Any]` keyed by `PropertyId`. Single-valued propertie
 value (int, str or bytes); User Property holds a list of (name, value) pairs in wire order and
 Subscription Identifier a list of ints, the two properties that may repeat. Decoding checks
 what 2.2.2.2 and each packet's section require: that the property is allowed in that packet,
-that only the repeatable ones repeat (MQTT-2.2.2-? "It is a Protocol Error to include ... more
-than once"), and the value ranges (a 0/1 byte, a non-zero Receive Maximum...).
+that only User Property and Subscription Identifier repeat (each property's section says "It is
+a Protocol Error to include ... more than once"), and the value ranges (a 0/1 byte, a non-zero
+Receive Maximum...).
 """
 
 from __future__ import annotations
@@ -54,9 +55,7 @@ def property_name(pid: int) -> str:
     return _NAMES.get(pid, f"0x{pid:02X}")
 
 
-def decode_properties(
-    data: bytes, o: int, end: int, where: int | str
-) -> tuple[Properties, int]:
+def decode_properties(data: bytes, o: int, end: int, where: int | str) -> tuple[Properties, int]:
     """Decode the property section at `o` for packet type `where` ("WILL" for will properties).
 
     Raises:
