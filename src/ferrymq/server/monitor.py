@@ -30,6 +30,7 @@ INTERVAL = 0.25
 
 class StoreHealth(Protocol):
     write_failed: bool
+    free_at_failure: int
 
 
 def physical_memory() -> int:
@@ -58,7 +59,6 @@ class ResourceMonitor:
         self.memory_used = 0
         self.disk_free = 0
         self.store: StoreHealth | None = None
-        self._free_at_failure: int | None = None
 
     def start(self) -> None:
         self.check()
@@ -89,14 +89,11 @@ class ResourceMonitor:
             self.disk_free = 0
         store = self.store
         if store is not None and store.write_failed:
-            if self._free_at_failure is None:
-                self._free_at_failure = self.disk_free
-            elif self.disk_free >= self._free_at_failure + 1024 * 1024:
+            if self.disk_free >= store.free_at_failure + 1024 * 1024:
                 log.warning(
                     "disk space returned after a failed write (%d bytes free)", self.disk_free
                 )
                 store.write_failed = False
-                self._free_at_failure = None
         if self.disk_free < self.disk_limit or (store is not None and store.write_failed):
             if "disk" not in alarms.active:
                 log.warning(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 
 from ferrymq.core.alarms import Alarms
@@ -34,6 +35,7 @@ class JournalStore:
         self._scheduled = False
         self.failed_writes = 0
         self.write_failed = False  # set on ENOSPC/EIO; the resource monitor clears it
+        self.free_at_failure = 0  # bytes free on the journal's filesystem when a write failed
 
     # -- MessageStore ----------------------------------------------------------------------------
 
@@ -96,7 +98,16 @@ class JournalStore:
         if exc is not None:
             self.failed_writes += 1
             log.error("journal write failed, publishes in this batch are nacked: %s", exc)
-            self.write_failed = True
+            if not self.write_failed:
+                self.write_failed = True
+                try:
+                    self.free_at_failure = shutil.disk_usage(self.journal.directory).free
+                except OSError:
+                    self.free_at_failure = 0
+                # The journal moves to a fresh segment on the first flush after a failure, and
+                # that flush fails with it; make it now, so no later publish is nacked for it.
+                self._dirty = True
+                self._flush()
             self._alarms.set("disk")
         for callback in batch:
             try:

@@ -154,6 +154,9 @@ class Journal:
         except OSError as exc:
             self._release_lockfile()
             raise StoreError.from_os(exc, "journal recovery") from exc
+        except BaseException:
+            self._release_lockfile()
+            raise
         segments_found = len(found.segs)
         self._segs = found.segs
         self._index = found.index
@@ -226,8 +229,10 @@ class Journal:
         nq = len(queues)
         if nq == 1:
             qblob = names.get(queues[0]) or self._name(queues[0])
-        else:
+        elif nq:
             qblob = b"".join([names.get(q) or self._name(q) for q in queues])
+        else:
+            raise ValueError("a message must be in at least one queue")
         xblob = names.get(exchange) or self._name(exchange)
         kblob = names.get(routing_key) or self._name(routing_key)
         blen = len(body)
