@@ -12,10 +12,8 @@ confirms (or through basic.get, which is ordered after the publishes).
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +26,13 @@ from pika.exceptions import (
 )
 
 from tests.helpers import wait_for
-
-EXTERNAL = bool(os.environ.get("FERRYMQ_TEST_AMQP_URL"))
+from tests.pika_support import (
+    EXTERNAL,
+    channel_error,
+    connect,
+    pump_until,
+    shared_broker_cleanup,
+)
 
 # A broker that stops answering must fail the test, not stall the run for the global 120 s.
 pytestmark = pytest.mark.timeout(30)
@@ -38,61 +41,7 @@ pytestmark = pytest.mark.timeout(30)
 QUEUE_SUFFIXES = ("q", "q1", "q2")
 EXCHANGE_SUFFIXES = ("x",)
 
-
-def _params(url: str) -> pika.URLParameters:
-    params = pika.URLParameters(url)
-    params.socket_timeout = 5
-    params.blocked_connection_timeout = 5
-    params.connection_attempts = 1
-    return params
-
-
-@contextmanager
-def connect(url: str) -> Iterator[BlockingConnection]:
-    """A pika connection that is closed even when the test fails."""
-    conn = pika.BlockingConnection(_params(url))
-    try:
-        yield conn
-    finally:
-        if conn.is_open:
-            conn.close()
-
-
-@pytest.fixture(autouse=True)
-def _cleanup_shared_broker(name: str) -> Iterator[None]:
-    """Delete this test's queues and exchanges from a shared external broker afterwards."""
-    yield
-    url = os.environ.get("FERRYMQ_TEST_AMQP_URL")
-    if not url:
-        return
-    with connect(url) as conn:
-        ch = conn.channel()
-        for suffix in QUEUE_SUFFIXES:
-            ch.queue_delete(f"{name}.{suffix}")
-        for suffix in EXCHANGE_SUFFIXES:
-            ch.exchange_delete(f"{name}.{suffix}")
-
-
-@pytest.fixture
-def conn(broker: Any) -> Iterator[BlockingConnection]:
-    with connect(broker.amqp_url) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn: BlockingConnection) -> BlockingChannel:
-    return conn.channel()
-
-
-@contextmanager
-def channel_error(code: int, text: str, *fragments: str) -> Iterator[None]:
-    """Expect the broker to close the channel with `code` and a RabbitMQ-style reply text."""
-    with pytest.raises(ChannelClosedByBroker) as info:
-        yield
-    assert info.value.reply_code == code
-    assert info.value.reply_text.startswith(f"{text} - "), info.value.reply_text
-    for fragment in fragments:
-        assert fragment in info.value.reply_text, info.value.reply_text
+_cleanup_shared_broker = shared_broker_cleanup(QUEUE_SUFFIXES, EXCHANGE_SUFFIXES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +106,6 @@ def drain(ch: BlockingChannel, queue: str, limit: int = 100) -> list[tuple[bytes
     return out
 
 
-def pump_until(conn: BlockingConnection, pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Process pika events until `pred` holds; fail if it does not within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        conn.process_data_events(time_limit=0.02)
-
-
 def settle(conn: BlockingConnection, seconds: float = 0.3) -> None:
     """Give the broker time to send anything it (wrongly) would, before asserting absence."""
     conn.process_data_events(time_limit=seconds)
@@ -175,17 +115,6 @@ def counts(conn: BlockingConnection, queue: str) -> tuple[int, int]:
     """(ready messages, consumers) from a passive declare on a fresh channel."""
     method = conn.channel().queue_declare(queue, passive=True).method
     return int(method.message_count), int(method.consumer_count)
-
-
-def queue_exists(conn: BlockingConnection, queue: str) -> bool:
-    probe = conn.channel()
-    try:
-        probe.queue_declare(queue, passive=True)
-    except ChannelClosedByBroker as exc:
-        assert exc.reply_code == 404, exc
-        return False
-    probe.close()
-    return True
 
 
 def next_message(stream: Iterator[Any], timeout: float = 5.0) -> tuple[Any, Any, bytes]:

@@ -10,10 +10,7 @@ hour-long times.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pika
@@ -22,8 +19,11 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exceptions import ChannelClosedByBroker, NackError
 
 from tests.helpers import wait_for
-
-EXTERNAL = bool(os.environ.get("FERRYMQ_TEST_AMQP_URL"))
+from tests.pika_support import (
+    EXTERNAL,
+    connect,
+    shared_broker_cleanup,
+)
 
 # A broker that stops answering must fail the test, not stall the run for the global 120 s.
 pytestmark = pytest.mark.timeout(30)
@@ -32,56 +32,13 @@ pytestmark = pytest.mark.timeout(30)
 QUEUE_SUFFIXES = ("q", "q2", "dlq", "dlq2")
 EXCHANGE_SUFFIXES = ("x", "dlx")
 
+_cleanup_shared_broker = shared_broker_cleanup(QUEUE_SUFFIXES, EXCHANGE_SUFFIXES)
+
 # Headers newer RabbitMQ versions add next to x-first-death-*; allowed, not required.
 LAST_DEATH = {"x-last-death-reason", "x-last-death-queue", "x-last-death-exchange"}
 X_DEATH_KEYS = {"count", "reason", "queue", "time", "exchange", "routing-keys"}
 
 Message = tuple[Any, pika.BasicProperties, bytes]
-
-
-def _params(url: str) -> pika.URLParameters:
-    params = pika.URLParameters(url)
-    params.socket_timeout = 5
-    params.blocked_connection_timeout = 5
-    params.connection_attempts = 1
-    return params
-
-
-@contextmanager
-def connect(url: str) -> Iterator[BlockingConnection]:
-    """A pika connection that is closed even when the test fails."""
-    conn = pika.BlockingConnection(_params(url))
-    try:
-        yield conn
-    finally:
-        if conn.is_open:
-            conn.close()
-
-
-@pytest.fixture(autouse=True)
-def _cleanup_shared_broker(name: str) -> Iterator[None]:
-    """Delete this test's queues and exchanges from a shared external broker afterwards."""
-    yield
-    url = os.environ.get("FERRYMQ_TEST_AMQP_URL")
-    if not url:
-        return
-    with connect(url) as conn:
-        ch = conn.channel()
-        for suffix in QUEUE_SUFFIXES:
-            ch.queue_delete(f"{name}.{suffix}")
-        for suffix in EXCHANGE_SUFFIXES:
-            ch.exchange_delete(f"{name}.{suffix}")
-
-
-@pytest.fixture
-def conn(broker: Any) -> Iterator[BlockingConnection]:
-    with connect(broker.amqp_url) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn: BlockingConnection) -> BlockingChannel:
-    return conn.channel()
 
 
 def setup_dlq(ch: BlockingChannel, name: str, **queue_args: Any) -> tuple[str, str]:

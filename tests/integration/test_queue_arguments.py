@@ -8,20 +8,27 @@ the wall clock. Dead-lettering lives in test_dead_letter.py.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import ChannelClosedByBroker, NackError
+from pika.exceptions import NackError
 
 from tests.helpers import wait_for
-
-EXTERNAL = bool(os.environ.get("FERRYMQ_TEST_AMQP_URL"))
+from tests.pika_support import (
+    channel_error,
+    connect,
+    get_body,
+    pump_until,
+    queue_exists,
+    shared_broker_cleanup,
+)
+from tests.pika_support import (
+    drain_bodies as drain,
+)
 
 # A broker that stops answering must fail the test, not stall the run for the global 120 s.
 pytestmark = pytest.mark.timeout(30)
@@ -30,104 +37,12 @@ pytestmark = pytest.mark.timeout(30)
 QUEUE_SUFFIXES = ("q", "q1", "q2", "q3")
 EXCHANGE_SUFFIXES = ("x",)
 
-
-def _params(url: str) -> pika.URLParameters:
-    params = pika.URLParameters(url)
-    params.socket_timeout = 5
-    params.blocked_connection_timeout = 5
-    params.connection_attempts = 1
-    return params
-
-
-@contextmanager
-def connect(url: str) -> Iterator[BlockingConnection]:
-    """A pika connection that is closed even when the test fails."""
-    conn = pika.BlockingConnection(_params(url))
-    try:
-        yield conn
-    finally:
-        if conn.is_open:
-            conn.close()
-
-
-@pytest.fixture(autouse=True)
-def _cleanup_shared_broker(name: str) -> Iterator[None]:
-    """Delete this test's queues and exchanges from a shared external broker afterwards."""
-    yield
-    url = os.environ.get("FERRYMQ_TEST_AMQP_URL")
-    if not url:
-        return
-    with connect(url) as conn:
-        ch = conn.channel()
-        for suffix in QUEUE_SUFFIXES:
-            ch.queue_delete(f"{name}.{suffix}")
-        for suffix in EXCHANGE_SUFFIXES:
-            ch.exchange_delete(f"{name}.{suffix}")
-
-
-@pytest.fixture
-def conn(broker: Any) -> Iterator[BlockingConnection]:
-    with connect(broker.amqp_url) as c:
-        yield c
-
-
-@pytest.fixture
-def ch(conn: BlockingConnection) -> BlockingChannel:
-    return conn.channel()
-
-
-@contextmanager
-def channel_error(code: int, text: str, *fragments: str) -> Iterator[None]:
-    """Expect the broker to close the channel with `code` and a RabbitMQ-style reply text."""
-    with pytest.raises(ChannelClosedByBroker) as info:
-        yield
-    assert info.value.reply_code == code
-    assert info.value.reply_text.startswith(f"{text} - "), info.value.reply_text
-    for fragment in fragments:
-        assert fragment in info.value.reply_text, info.value.reply_text
-
-
-def get_body(ch: BlockingChannel, queue: str) -> bytes | None:
-    """basic.get with auto-ack: the body, or None on get-empty."""
-    method, _props, body = ch.basic_get(queue, auto_ack=True)
-    return None if method is None else body
-
-
-def drain(ch: BlockingChannel, queue: str, limit: int = 100) -> list[bytes]:
-    """Every ready message of `queue`, in order (bounded)."""
-    bodies: list[bytes] = []
-    for _ in range(limit):
-        body = get_body(ch, queue)
-        if body is None:
-            break
-        bodies.append(body)
-    return bodies
+_cleanup_shared_broker = shared_broker_cleanup(QUEUE_SUFFIXES, EXCHANGE_SUFFIXES)
 
 
 def ready(conn: BlockingConnection, queue: str) -> int:
     """The ready-message count a passive declare reports."""
     return int(conn.channel().queue_declare(queue, passive=True).method.message_count)
-
-
-def queue_exists(conn: BlockingConnection, queue: str) -> bool:
-    """Passive declare on a throwaway channel: a 404 closes only that channel."""
-    probe = conn.channel()
-    try:
-        probe.queue_declare(queue, passive=True)
-    except ChannelClosedByBroker as exc:
-        assert exc.reply_code == 404, exc
-        return False
-    probe.close()
-    return True
-
-
-def pump_until(conn: BlockingConnection, pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Process pika events until `pred` holds; fail if it does not within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        conn.process_data_events(time_limit=0.02)
 
 
 # ------------------------------------------------------------------ declare and flags
