@@ -186,12 +186,15 @@ class VHost:
         if queue is None:
             raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
         if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
-            raise ResourceLocked(
-                f"cannot obtain exclusive access to locked queue '{name}' in vhost '{self.name}'. "
-                "It could be originally declared on another connection or the exclusive property "
-                "value does not match that of the original declaration."
-            )
+            raise self._locked(name)
         return queue
+
+    def _locked(self, name: str) -> ResourceLocked:
+        return ResourceLocked(
+            f"cannot obtain exclusive access to locked queue '{name}' in vhost '{self.name}'. "
+            "It could be originally declared on another connection or the exclusive property "
+            "value does not match that of the original declaration."
+        )
 
     def declare_queue(
         self,
@@ -219,11 +222,7 @@ class VHost:
             check_flag("queue", name, self.name, "durable", existing.durable, durable)
             check_flag("queue", name, self.name, "auto_delete", existing.auto_delete, auto_delete)
             if (existing.exclusive_owner is not None) != exclusive:
-                raise ResourceLocked(
-                    f"cannot obtain exclusive access to locked queue '{name}' in vhost "
-                    f"'{self.name}'. It could be originally declared on another connection or "
-                    "the exclusive property value does not match that of the original declaration."
-                )
+                raise self._locked(name)
             check_equivalent("queue", name, self.name, existing.arguments, args)
             existing.touch()
             return existing
