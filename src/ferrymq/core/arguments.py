@@ -26,6 +26,9 @@ EQUIVALENCE_ARGS = (
     "x-single-active-consumer",
     "x-delivery-limit",
     "x-queue-type",
+    # FerryMQ: a JMS durable subscription's topic, selector and noLocal; a change is a 406, so the
+    # client knows to delete and recreate the subscription (JMS 2.0 6.11.1)
+    "x-jms-subscription",
 )
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")

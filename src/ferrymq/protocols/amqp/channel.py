@@ -22,7 +22,7 @@ from pamqp import commands as spec
 
 from ferrymq.core.clock import TimerHandle
 from ferrymq.core.consumer import Consumer
-from ferrymq.core.errors import AccessRefused, BrokerError, PreconditionFailed
+from ferrymq.core.errors import BrokerError, PreconditionFailed
 from ferrymq.core.message import Entry, Message
 from ferrymq.core.queue_type import QueueType
 from ferrymq.core.selection import compile_or_refuse, entry_filter
@@ -104,6 +104,7 @@ class Channel:
         self.number = number
         self.state = OPEN
         self.flow_active = True
+        self._attaching = False  # a consumer is being attached: no deliveries yet
         self._next_tag = 1
         # delivery tag -> (entry, queue or None, consumer or None, delivered_at or 0.0)
         self.unacked: dict[int, tuple[Entry, QueueType | None, Consumer | None, float]] = {}
@@ -325,7 +326,8 @@ class Channel:
 
     def has_credit(self) -> bool:
         return (
-            self.flow_active
+            not self._attaching
+            and self.flow_active
             and self.conn.writable
             and self.state == OPEN
             and (not self.prefetch_channel or len(self.unacked) < self.prefetch_channel)
@@ -710,15 +712,17 @@ class Channel:
                 self.reply(spec.Basic.ConsumeOk(consumer_tag=tag))
             queue.browse(consumer)
             return
-        self.consumers[tag] = consumer
-        if not m.nowait:
-            # consume-ok must precede the first delivery
-            self.reply(spec.Basic.ConsumeOk(consumer_tag=tag))
+        # Attach first, so a refusal (exclusive use) comes before any consume-ok, as in RabbitMQ;
+        # hold deliveries meanwhile, since consume-ok must precede the first of them.
+        self._attaching = True
         try:
             queue.add_consumer(consumer)
-        except AccessRefused:
-            del self.consumers[tag]
-            raise
+        finally:
+            self._attaching = False
+        self.consumers[tag] = consumer
+        if not m.nowait:
+            self.reply(spec.Basic.ConsumeOk(consumer_tag=tag))
+        queue.credit_available()
 
     def _basic_cancel(self, m: spec.Basic.Cancel) -> None:
         consumer = self.consumers.pop(m.consumer_tag or "", None)

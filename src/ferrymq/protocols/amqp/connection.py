@@ -65,6 +65,7 @@ CAPABILITIES = {
     "authentication_failure_close": True,
     "per_consumer_qos": True,
     "direct_reply_to": True,
+    "consumer_browse": True,  # FerryMQ: basic.consume with x-browse (JMS QueueBrowser)
 }
 
 
