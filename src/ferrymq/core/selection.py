@@ -63,16 +63,29 @@ def compile_or_refuse(text: Any) -> Selector:
         raise PreconditionFailed(f"invalid selector: {exc}") from None
 
 
+# Dispatch offers one entry to consumer after consumer: build its field accessor once.
+_last_entry: list[Any] = [None, None, 0]  # entry, accessor, delivery count it was built for
+
+
+def _fields_of(entry: Entry) -> Callable[[str], Any]:
+    if _last_entry[0] is entry and _last_entry[2] == entry.delivery_count:
+        accessor: Callable[[str], Any] = _last_entry[1]
+        return accessor
+    accessor = _header_fields(entry.message, entry.delivery_count + 1)
+    _last_entry[:] = [entry, accessor, entry.delivery_count]
+    return accessor
+
+
 def entry_filter(selector: Selector) -> Callable[[Entry], bool]:
     """A consumer filter: does this queued entry match?"""
-    matches = selector.matches
+    predicate = selector.predicate
 
     def accepts(entry: Entry) -> bool:
-        return matches(_header_fields(entry.message, entry.delivery_count + 1))
+        return bool(predicate(_fields_of(entry)))
 
     return accepts
 
 
 def message_matches(selector: Selector, message: Message) -> bool:
     """For binding filters, before the message reaches any queue."""
-    return selector.matches(_header_fields(message, 1))
+    return bool(selector.predicate(_header_fields(message, 1)))
