@@ -42,6 +42,11 @@ def reserve_message_ids(next_id: int) -> None:
     _ids = itertools.count(max(current, next_id))
 
 
+def new_message_id() -> int:
+    """A fresh id from the messages' counter (a queue paging a message out writes it under one)."""
+    return next(_ids)
+
+
 class Message:
     """A published message; never mutated after publish."""
 

@@ -27,3 +27,9 @@ class Settings:
     # memory alarm: a fraction of physical RAM (<= 1.0) or a number of bytes (> 1)
     memory_high_watermark: float = 0.4
     disk_free_limit: int = 50_000_000  # bytes free on the data directory's filesystem
+    # paging (queues larger than memory, see docs/store.md): a queue holding more than
+    # queue_memory_limit bytes of ready messages in memory (bodies plus ~320 bytes each; 0: no
+    # per-queue limit) pages new ones out to the journal; so does every queue while the node
+    # holds more than memory_paging_ratio * the memory high watermark
+    queue_memory_limit: int = 64 * 1024 * 1024
+    memory_paging_ratio: float = 0.5

@@ -18,11 +18,25 @@ bounded amount of time even on a queue of millions whose consumers match nothing
 
 TTL: expired messages are dropped (or dead-lettered) when they reach the head, and one timer per
 queue expires heads proactively, as RabbitMQ's classic queues do.
+
+Paging (queues larger than memory). Each priority level is an in-memory deque followed by a
+`PagedRun` tail (store/paging.py): once the queue's in-memory ready messages cost more than
+`queue_memory_limit` (body bytes plus ENTRY_COST each), or the node holds more than its paging
+share of the memory high watermark (`PagingState.node_over`, set by the resource monitor), a new
+message goes to the tail instead of the deque, keeping 29 bytes of it in memory; and while a
+level's tail is not empty every new message of that level goes there too, so order holds. The
+deque is refilled from the tail when it runs empty, PAGE_IN_BATCH messages (at most
+PAGE_IN_BYTES) per read, read back from the journal with a pread per run of records: the work
+per dispatch stays bounded. A record not written yet (the publish is in the batch being
+committed) stops the refill; the queue retries after the next commit. Without a store (an
+in-process broker with no data directory) nothing is paged. Requeued and unacknowledged
+messages stay in memory (prefetch bounds them).
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -30,10 +44,37 @@ from typing import Any
 from ferrymq.core.clock import TimerHandle
 from ferrymq.core.consumer import Consumer
 from ferrymq.core.errors import AccessRefused
-from ferrymq.core.message import Entry, Message
+from ferrymq.core.message import Entry, Message, PropertyCodec, new_message_id
 from ferrymq.core.queue_type import QueueHost, QueueType
+from ferrymq.store.journal import StoreError
+from ferrymq.store.paging import OWN_RECORD, PERSISTENT, REDELIVERED, PagedRun, Pager
+
+log = logging.getLogger("ferrymq.queue")
 
 SCAN_LIMIT = 10_000
+PAGE_IN_BATCH = 256
+PAGE_IN_BYTES = 1 << 20
+ENTRY_COST = 320  # bytes of Python objects per in-memory message besides its body
+_NO_LIMIT = 1 << 62
+
+
+class PagingState:
+    """Node-wide paging pressure, shared by a broker's queues; the resource monitor sets it."""
+
+    __slots__ = ("codecs", "node_over")
+
+    def __init__(self) -> None:
+        self.node_over = False
+        self.codecs: list[PropertyCodec] = []  # a paged entry names its codec by index
+
+
+def paging_state(broker: object) -> PagingState:
+    state = getattr(broker, "_paging_state", None)
+    if state is None:
+        state = PagingState()
+        setattr(broker, "_paging_state", state)  # noqa: B010 - core's Broker knows nothing of it
+    assert isinstance(state, PagingState)
+    return state
 
 
 class QueueSettings:
@@ -110,6 +151,18 @@ class ClassicQueue(QueueType):
         self._ttl_timer: TimerHandle | None = None
         self._ttl_timer_at = 0.0
         self._expires_timer: TimerHandle | None = None
+        # paging (see the module docstring)
+        self._paged = 0  # entries in the tails
+        self._paged_bytes = 0
+        self._tails: list[PagedRun] = []  # one per level once something was paged
+        # seq -> (priority, ttl, group) of paged entries that have any of them
+        self._extras: dict[int, tuple[int, float | None, str | None]] = {}
+        self._pressure = paging_state(host.broker)
+        config = getattr(host.broker, "config", None)
+        limit = getattr(config, "queue_memory_limit", 0)
+        self._page_limit = limit if limit > 0 else _NO_LIMIT
+        self._page_wake = False  # a retry of the refill is scheduled
+        self.paged_out = 0
         # stats (plain ints; rates are computed by readers)
         self.published = 0
         self.delivered = 0
@@ -136,7 +189,12 @@ class ClassicQueue(QueueType):
 
     @property
     def memory_bytes(self) -> int:
-        return self._bytes + self._unacked_bytes
+        return self._bytes - self._paged_bytes + self._unacked_bytes
+
+    @property
+    def paged_count(self) -> int:
+        """Ready messages whose bodies are on disk only."""
+        return self._paged
 
     # -- the store -------------------------------------------------------------------------------
     # A persistent message in a durable queue was written at publish (vhost); the queue records
@@ -164,11 +222,199 @@ class ClassicQueue(QueueType):
             ttl = message.ttl
         entry = Entry(message, self._seq, None if ttl is None else self.clock.now() + ttl)
         entry.redelivered = redelivered
-        self._levels[self._level_of(entry)].append(entry)
+        level = self._level_of(entry)
+        if not (self.pages_next() and self._page_out(entry, level)):
+            self._levels[level].append(entry)
         self._ready += 1
         self._bytes += len(message.body)
         if ttl is not None:
             self._schedule_ttl()
+
+    def pages_next(self) -> bool:
+        """Whether the next message in goes to the paged tail (recovery asks, to skip reading
+        the bodies of messages that would be paged out again at once)."""
+        if self._paged:
+            return True
+        over = self._bytes + self._ready * ENTRY_COST > self._page_limit
+        return over or self._pressure.node_over
+
+    def recover_paged(
+        self,
+        msg_id: int,
+        size: int,
+        priority: int,
+        ttl: float | None,
+        redelivered: bool,
+        codec: PropertyCodec,
+    ) -> None:
+        """Put back a recovered message straight into the paged tail, its body left on disk."""
+        self._seq += 1
+        queue_ttl = self.settings.message_ttl
+        if ttl is not None and (queue_ttl is None or ttl < queue_ttl):
+            queue_ttl = ttl
+        expires_at = None if queue_ttl is None else self.clock.now() + queue_ttl
+        level = priority if priority < self._max_level else self._max_level
+        flags = PERSISTENT | (REDELIVERED if redelivered else 0) | (self._codec_index(codec) << 3)
+        self._append_paged(level, msg_id, self._seq, expires_at, size, flags)
+        if priority or ttl is not None:
+            self._extras[self._seq] = (priority, ttl, None)
+        self._ready += 1
+        self._bytes += size
+        if expires_at is not None:
+            self._schedule_ttl()
+
+    # -- paging ------------------------------------------------------------------------------------
+
+    def _find_pager(self) -> Pager | None:
+        pager = getattr(self.host.broker.store, "pager", None)
+        return pager if isinstance(pager, Pager) else None
+
+    def _codec_index(self, codec: PropertyCodec) -> int:
+        codecs = self._pressure.codecs
+        for i, known in enumerate(codecs):
+            if known is codec:
+                return i
+        if len(codecs) >= 31:
+            raise ValueError("too many property codecs to page messages")
+        codecs.append(codec)
+        return len(codecs) - 1
+
+    def _append_paged(
+        self, level: int, msg_id: int, seq: int, expires_at: float | None, size: int, flags: int
+    ) -> None:
+        if not self._tails:
+            self._tails = [PagedRun() for _ in self._levels]
+        self._tails[level].append(msg_id, seq, expires_at, size, flags)
+        self._paged += 1
+        self._paged_bytes += size
+        self.paged_out += 1
+
+    def _page_out(self, entry: Entry, level: int) -> bool:
+        """Put a new entry in its level's paged tail instead of memory, if it must go there.
+
+        The caller counts it in _ready and _bytes as for any entry.
+        """
+        tails = self._tails
+        if not (tails and tails[level].count):
+            # nothing paged at this level: page only when over a limit
+            mem = self._bytes - self._paged_bytes + (self._ready - self._paged) * ENTRY_COST
+            if mem <= self._page_limit and not self._pressure.node_over:
+                return False
+        message = entry.message
+        if message.group is not None and self._filtering:
+            return False  # keep selective dispatch's working set whole (rare)
+        flags = self._codec_index(message.codec) << 3
+        if entry.redelivered:
+            flags |= REDELIVERED
+        if message.persistent:
+            flags |= PERSISTENT
+        if message.persistent and self.durable:
+            msg_id = message.id  # its record is in the journal already, naming this queue
+        else:
+            pager = self._find_pager()
+            if pager is None:
+                return False
+            msg_id = new_message_id()
+            try:
+                pager.page_out(
+                    msg_id,
+                    message.exchange,
+                    message.routing_key,
+                    message.raw_properties,
+                    message.body,
+                )
+            except StoreError:
+                return False
+            flags |= OWN_RECORD
+        self._append_paged(level, msg_id, entry.seq, entry.expires_at, len(message.body), flags)
+        if message.priority or message.ttl is not None or message.group is not None:
+            self._extras[entry.seq] = (message.priority, message.ttl, message.group)
+        return True
+
+    def _refill(self, level: int) -> bool:
+        """Read the head of a level's paged tail back into its deque; True if any came back."""
+        tail = self._tails[level]
+        if not tail.count:
+            return False
+        pager = self._find_pager()
+        if pager is None:
+            return False
+        items = tail.peek(PAGE_IN_BATCH, PAGE_IN_BYTES)
+        try:
+            got = pager.read([item[0] for item in items])
+        except StoreError as exc:
+            log.error("queue '%s': cannot read paged messages back: %s", self.name, exc)
+            got = []
+        if len(got) < len(items):
+            self._wake_later(pager)
+        if not got:
+            return False
+        tail.drop(len(got))
+        self._paged -= len(got)
+        dq = self._levels[level]
+        codecs = self._pressure.codecs
+        extras = self._extras
+        lost = 0
+        for (msg_id, seq, expires_at, size, flags), stored in zip(items, got, strict=False):
+            self._paged_bytes -= size
+            if flags & OWN_RECORD:
+                pager.release(msg_id)
+            extra = extras.pop(seq, None) if extras else None
+            if stored is None:
+                lost += 1
+                self._ready -= 1
+                self._bytes -= size
+                continue
+            priority, ttl, group = extra if extra is not None else (0, None, None)
+            message = Message(
+                stored.exchange,
+                stored.routing_key,
+                stored.properties,
+                stored.body,
+                codecs[flags >> 3],
+                persistent=bool(flags & PERSISTENT),
+                priority=priority,
+                ttl=ttl,
+                msg_id=msg_id,
+                group=group,
+            )
+            entry = Entry(message, seq, expires_at)
+            if flags & REDELIVERED:
+                entry.redelivered = True
+            dq.append(entry)
+        if lost:
+            log.warning(
+                "queue '%s': %d paged messages were not in the journal (a failed write)",
+                self.name,
+                lost,
+            )
+        return bool(dq)
+
+    def _refill_empty(self) -> None:
+        levels = self._levels
+        for level, tail in enumerate(self._tails):
+            if tail.count and not levels[level]:
+                self._refill(level)
+
+    def _wake_later(self, pager: Pager) -> None:
+        """A record to page in is not written yet: try again after the next commit."""
+        if self._page_wake:
+            return
+        self._page_wake = True
+
+        def committed(_exc: BaseException | None) -> None:
+            # via the clock: after_commit may call back at once, from inside this dispatch
+            self.clock.call_at(self.clock.now() + 0.002, self._woken)
+
+        pager.after_commit(committed)
+
+    def _woken(self) -> None:
+        self._page_wake = False
+        if self.deleted or not self._paged:
+            return
+        if self._consumers:
+            self._dispatch()
+        self._schedule_ttl()
 
     # -- enqueue -----------------------------------------------------------------------------
 
@@ -195,7 +441,15 @@ class ClassicQueue(QueueType):
         level = 0
         if self._max_level:
             level = message.priority if message.priority < self._max_level else self._max_level
-        self._levels[level].append(entry)
+        if not (
+            (
+                self._paged
+                or self._bytes + self._ready * ENTRY_COST > self._page_limit
+                or self._pressure.node_over
+            )
+            and self._page_out(entry, level)
+        ):
+            self._levels[level].append(entry)
         self._ready += 1
         self._bytes += len(message.body)
         self.published += 1
@@ -242,6 +496,8 @@ class ClassicQueue(QueueType):
         """Remove and return the next ready entry in delivery order, expired or not."""
         if not self._ready:
             return None
+        if self._paged:
+            self._refill_empty()
         level = self._max_level
         levels = self._levels
         while level and not levels[level]:
@@ -313,7 +569,9 @@ class ClassicQueue(QueueType):
             for level in range(self._max_level, -1, -1):
                 queue = self._levels[level]
                 i = 0
-                while i < len(queue) and budget:
+                while budget:
+                    if i >= len(queue) and not (self._paged and self._refill(level)):
+                        break
                     if not any(c.has_credit() for c in self._consumers):
                         return
                     entry = queue[i]
@@ -390,7 +648,41 @@ class ClassicQueue(QueueType):
                 copy.redelivered = entry.redelivered
                 copy.delivery_count = entry.delivery_count
                 consumer.sink.deliver(consumer, copy, None)
+            if self._paged and self._tails[level].count:
+                self._browse_paged(consumer, level)
         consumer.sink.consumer_cancelled(consumer)
+
+    def _browse_paged(self, consumer: Consumer, level: int) -> None:
+        """Browse a level's paged tail: read back in batches, delivered as copies, not kept."""
+        pager = self._find_pager()
+        if pager is None:
+            return
+        items = list(self._tails[level])
+        codecs = self._pressure.codecs
+        for start in range(0, len(items), PAGE_IN_BATCH):
+            batch = items[start : start + PAGE_IN_BATCH]
+            try:
+                got = pager.read([msg_id for msg_id, _ in batch])
+            except StoreError:
+                return
+            for (msg_id, flags), stored in zip(batch, got, strict=False):
+                if stored is None:
+                    continue
+                message = Message(
+                    stored.exchange,
+                    stored.routing_key,
+                    stored.properties,
+                    stored.body,
+                    codecs[flags >> 3],
+                    persistent=bool(flags & PERSISTENT),
+                    msg_id=msg_id,
+                )
+                copy = Entry(message, 0, None)
+                copy.redelivered = bool(flags & REDELIVERED)
+                if consumer.filter is None or consumer.filter(copy):
+                    consumer.sink.deliver(consumer, copy, None)
+            if len(got) < len(batch):
+                return  # the rest is not written yet
 
     def _mark_delivered(self, entry: Entry) -> None:
         """A persistent message's first delivery: after a restart it comes back redelivered."""
@@ -550,12 +842,29 @@ class ClassicQueue(QueueType):
             for level in self._levels:
                 self._forget(level)
             self._forget(e for _, _, e in self._requeued)
+        if self._paged:
+            self._purge_paged()
         for level in self._levels:
             level.clear()
         self._requeued.clear()
         self._ready = 0
         self._bytes = 0
         return count
+
+    def _purge_paged(self) -> None:
+        pager = self._find_pager()
+        store = self.host.broker.store if self.durable else None
+        for tail in self._tails:
+            for msg_id, flags in tail:
+                if flags & OWN_RECORD:
+                    if pager is not None:
+                        pager.release(msg_id)
+                elif store is not None and flags & PERSISTENT:
+                    store.settle(msg_id, self.store_key)
+            tail.clear()
+        self._paged = 0
+        self._paged_bytes = 0
+        self._extras.clear()
 
     def delete(self) -> int:
         if self.deleted:
@@ -590,10 +899,14 @@ class ClassicQueue(QueueType):
 
     def _head_expiry(self) -> float | None:
         best: float | None = None
-        for level in self._levels:
+        for i, level in enumerate(self._levels):
             if level and level[0].expires_at is not None:
                 t = level[0].expires_at
                 best = t if best is None or t < best else best
+            elif not level and self._paged:
+                t3 = self._tails[i].head_expiry()
+                if t3 is not None and (best is None or t3 < best):
+                    best = t3
         if self._requeued:
             t2 = self._requeued[0][2].expires_at
             if t2 is not None and (best is None or t2 < best):
@@ -617,12 +930,20 @@ class ClassicQueue(QueueType):
             return
         now = self.clock.now()
         expired: list[Entry] = []
-        for level in self._levels:
-            while level and level[0].expires_at is not None and level[0].expires_at <= now:
-                entry = level.popleft()
-                self._ready -= 1
-                self._bytes -= len(entry.message.body)
-                expired.append(entry)
+        for i, level in enumerate(self._levels):
+            refills = 8  # bound the work of one timer run; the rest comes on the next one
+            while True:
+                while level and level[0].expires_at is not None and level[0].expires_at <= now:
+                    entry = level.popleft()
+                    self._ready -= 1
+                    self._bytes -= len(entry.message.body)
+                    expired.append(entry)
+                if level or not self._paged or not refills:
+                    break
+                head = self._tails[i].head_expiry()
+                if head is None or head > now or not self._refill(i):
+                    break
+                refills -= 1
         while self._requeued:
             entry = self._requeued[0][2]
             if entry.expires_at is None or entry.expires_at > now:

@@ -66,6 +66,8 @@ _TYPES: dict[str, type] = {
     "consumer_timeout": float,
     "memory_high_watermark": float,
     "disk_free_limit": int,
+    "queue_memory_limit": int,
+    "memory_paging_ratio": float,
 }
 
 

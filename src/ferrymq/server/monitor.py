@@ -10,6 +10,11 @@ watermark, a fraction of physical RAM or a byte count. We measure what the broke
 than the process RSS because CPython rarely hands freed memory back to the OS: an RSS-based alarm
 would not clear after consumers drain the queues. Disk: free bytes on the data directory's
 filesystem against disk_free_limit.
+
+Paging: above `memory_paging_ratio` times the memory high watermark (RabbitMQ's
+vm_memory_high_watermark_paging_ratio, default 0.5) every queue pages new messages out to the
+journal instead of holding them (queues/classic.py); the alarm is the backstop for when paging
+cannot keep up.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ferrymq.core.broker import Broker
+from ferrymq.core.settings import Settings
+from ferrymq.queues.classic import paging_state
 
 log = logging.getLogger("ferrymq.alarms")
 
@@ -48,12 +55,19 @@ def rss_bytes() -> int:
         return 0
 
 
+def memory_limits(settings: Settings) -> tuple[int, int]:
+    """(memory high watermark, paging threshold) in bytes of held message bodies."""
+    wm = settings.memory_high_watermark
+    limit = int(wm * physical_memory()) if wm <= 1.0 else int(wm)
+    return limit, int(limit * settings.memory_paging_ratio)
+
+
 class ResourceMonitor:
     def __init__(self, broker: Broker, data_dir: Path) -> None:
         self.broker = broker
         self.data_dir = data_dir
-        wm = broker.config.memory_high_watermark
-        self.memory_limit = int(wm * physical_memory()) if wm <= 1.0 else int(wm)
+        self.memory_limit, self.paging_limit = memory_limits(broker.config)
+        self._paging = paging_state(broker)
         self.disk_limit = broker.config.disk_free_limit
         self._handle: asyncio.TimerHandle | None = None
         self.memory_used = 0
@@ -71,6 +85,15 @@ class ResourceMonitor:
     def check(self) -> None:
         alarms = self.broker.alarms
         self.memory_used = self.broker.message_bytes()
+        over = self.memory_used > self.paging_limit
+        if over != self._paging.node_over:
+            log.info(
+                "paging %s: %d bytes of messages held, paging threshold %d",
+                "started" if over else "stopped",
+                self.memory_used,
+                self.paging_limit,
+            )
+            self._paging.node_over = over
         if self.memory_used > self.memory_limit:
             if "memory" not in alarms.active:
                 log.warning(

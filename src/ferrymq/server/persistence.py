@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from ferrymq.core.alarms import Alarms
 from ferrymq.store.journal import Journal
+from ferrymq.store.paging import Pager
 
 log = logging.getLogger("ferrymq.store")
 
@@ -36,6 +37,8 @@ class JournalStore:
         self.failed_writes = 0
         self.write_failed = False  # set on ENOSPC/EIO; the resource monitor clears it
         self.free_at_failure = 0  # bytes free on the journal's filesystem when a write failed
+        # queues over their memory limit page messages out through this (queues/classic.py)
+        self.pager = Pager(journal, self._touch, self.after_commit)
 
     # -- MessageStore ----------------------------------------------------------------------------
 

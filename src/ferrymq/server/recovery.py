@@ -3,6 +3,12 @@
 Runs before any listener opens. Every confirmed persistent message of a durable queue comes back
 in its queue's publish order; those that had been delivered come back marked redelivered.
 Messages for queues that no longer exist are settled, so the journal can reclaim them.
+
+Bodies are not loaded by the scan: a message that goes into memory has its body read with one
+pread; one that its queue would page out at once (over `queue_memory_limit`, or the node over its
+paging share of the memory watermark) goes straight into the queue's paged tail and its body is
+never read, so recovering a queue larger than memory costs its index, not its bodies. Paged
+transient messages (the journal key `PAGED_KEY`) are settled: they do not survive a restart.
 """
 
 from __future__ import annotations
@@ -16,8 +22,11 @@ from ferrymq.core.definitions import export_definitions, import_definitions
 from ferrymq.core.message import Message, reserve_message_ids
 from ferrymq.core.queue_type import QueueType
 from ferrymq.protocols.amqp.properties import PROPERTY_CODEC, decode_properties
+from ferrymq.queues.classic import ClassicQueue, paging_state
 from ferrymq.server.definitions_file import load_definitions, save_definitions
+from ferrymq.server.monitor import memory_limits
 from ferrymq.store.journal import Journal
+from ferrymq.store.paging import PAGED_KEY
 
 log = logging.getLogger("ferrymq.recovery")
 
@@ -34,6 +43,7 @@ def recover_definitions(broker: Broker, path: Path) -> None:
 
 def recover_messages(broker: Broker, journal: Journal) -> None:
     started = time.monotonic()
+    journal.load_bodies = False  # read only the bodies that stay in memory (see the docstring)
     recovery = journal.open()
     reserve_message_ids(recovery.next_msg_id)
     queues: dict[str, QueueType] = {}
@@ -44,38 +54,70 @@ def recover_messages(broker: Broker, journal: Journal) -> None:
     delayed = {vhost.delayed_store_key: vhost for vhost in broker.vhosts.values()}
     restored = 0
     orphaned = 0
+    paged = 0
+    transient = 0
     touched: set[str] = set()
-    for item in recovery.messages:
-        body = item.body if item.body is not None else journal.read_body(item.location)
+    pressure = paging_state(broker)
+    node_limit = memory_limits(broker.config)[1]
+    in_memory = 0
+    messages = recovery.messages
+    recovery.messages = []
+    for n, item in enumerate(messages):
+        messages[n] = None  # type: ignore[call-overload]  # let each one go as we pass it
         props = decode_properties(item.properties)
         ttl = None
         if props.expiration is not None and props.expiration.isdigit():
             ttl = int(props.expiration) / 1000.0
-        message = Message(
-            item.exchange,
-            item.routing_key,
-            item.properties,
-            body,
-            PROPERTY_CODEC,
-            persistent=True,
-            priority=props.priority or 0,
-            ttl=ttl,
-            properties=props,
-            msg_id=item.msg_id,
-        )
+        priority = props.priority or 0
+        message: Message | None = None
         for key in item.queues:
+            if key == PAGED_KEY:
+                journal.append_settle(item.msg_id, key)
+                transient += 1
+                continue
             held_by = delayed.get(key)
+            target = queues.get(key)
+            if held_by is None and target is None:
+                journal.append_settle(item.msg_id, key)
+                orphaned += 1
+                continue
+            if held_by is None and isinstance(target, ClassicQueue) and target.pages_next():
+                target.recover_paged(
+                    item.msg_id,
+                    item.location.length,
+                    priority,
+                    ttl,
+                    key in item.delivered,
+                    PROPERTY_CODEC,
+                )
+                touched.add(key)
+                restored += 1
+                paged += 1
+                continue
+            if message is None:
+                body = item.body if item.body is not None else journal.read_body(item.location)
+                in_memory += len(body)
+                if in_memory > node_limit:
+                    pressure.node_over = True  # the monitor takes over once the node runs
+                message = Message(
+                    item.exchange,
+                    item.routing_key,
+                    item.properties,
+                    body,
+                    PROPERTY_CODEC,
+                    persistent=True,
+                    priority=priority,
+                    ttl=ttl,
+                    properties=props,
+                    msg_id=item.msg_id,
+                )
             if held_by is not None:
                 # delayed messages wait again, in full: late rather than early
                 delay = (props.headers or {}).get("x-delay", 0)
                 held_by.schedule_delayed(item.exchange, message, max(int(delay), 1) / 1000, True)
                 restored += 1
                 continue
-            target = queues.get(key)
-            if target is None:
-                journal.append_settle(item.msg_id, key)
-                orphaned += 1
-                continue
+            assert target is not None
             target.recover(message, key in item.delivered)
             touched.add(key)
             restored += 1
@@ -86,10 +128,12 @@ def recover_messages(broker: Broker, journal: Journal) -> None:
             recovery.truncated_bytes,
         )
     log.info(
-        "recovered %d messages in %d queues from %d segments in %.2fs%s",
+        "recovered %d messages in %d queues from %d segments in %.2fs%s%s%s",
         restored,
         len(touched),
         recovery.segments,
         elapsed,
+        f" ({paged} paged, bodies left on disk)" if paged else "",
         f" ({orphaned} for deleted queues dropped)" if orphaned else "",
+        f" ({transient} paged transient dropped)" if transient else "",
     )

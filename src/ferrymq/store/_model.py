@@ -58,6 +58,16 @@ _set_offset = Location.__dict__["offset"].__set__
 _set_length = Location.__dict__["length"].__set__
 
 
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message read back from the journal (a queue paging it in)."""
+
+    exchange: str
+    routing_key: str
+    properties: bytes
+    body: bytes
+
+
 @dataclass(slots=True)
 class RecoveredMessage:
     """One live message found by recovery."""

@@ -32,6 +32,7 @@ import errno
 import fcntl
 import os
 import queue
+import struct
 import threading
 import time
 import zlib
@@ -50,12 +51,20 @@ from ferrymq.store._model import (
     RecoveredMessage,
     Recovery,
     Seg,
+    StoredMessage,
     StoreError,
 )
 from ferrymq.store._recovery import recover
 from ferrymq.store._writer import STOP, Writer
 
-__all__ = ["Journal", "Location", "RecoveredMessage", "Recovery", "StoreError"]
+__all__ = [
+    "Journal",
+    "Location",
+    "RecoveredMessage",
+    "Recovery",
+    "StoreError",
+    "StoredMessage",
+]
 
 FSYNC_POLICIES = ("always", "interval", "off")
 _NAME_CACHE_MAX = 50_000
@@ -69,6 +78,15 @@ _SEED_SETTLE = rec.SEED_SETTLE
 _SEED_MARK = rec.SEED_MARK
 _HEADER_SIZE = rec.HEADER_SIZE
 _crc32 = zlib.crc32
+_ID_PACK = struct.Struct("<Q").pack
+_FRAME_UNPACK = rec.FRAME.unpack_from
+_FRAME_SIZE = rec.FRAME_SIZE
+# read-back (paging): how far before a body to look for its record's start, and how records
+# close together in one segment are merged into one pread
+_READ_WINDOW = 4096
+_READ_WINDOW_MAX = 1 << 20
+_READ_GAP = 64 * 1024
+_READ_SPAN = 256 * 1024
 
 
 class Journal:
@@ -385,6 +403,92 @@ class Journal:
             location = moved[1]
         raise StoreError(f"journal read: no message body at {location}", errno.ENOENT)
 
+    def read_messages(self, msg_ids: Sequence[int]) -> list[StoredMessage | None]:
+        """Read whole messages back by id, for queues that paged them out of memory.
+
+        Returns one item per id for the longest prefix of `msg_ids` whose records are written
+        (a record still in a pending batch, or a copy compaction has not written yet, ends the
+        prefix: try again after the next commit). An item is None when the id is not live
+        (never written, settled, or lost with a failed write). Records that lie close together
+        in one segment are read with one pread (read-ahead), so paging a run back in costs
+        about one system call per 256 KiB.
+        """
+        locs: list[Location | None] = []
+        with self._lock:
+            index = self._index
+            segs = self._segs
+            for msg_id in msg_ids:
+                value = index.get(msg_id)
+                if value is None:
+                    locs.append(None)
+                    continue
+                loc = value if type(value) is Location else value.loc  # type: ignore[union-attr]
+                seg = segs.get(loc.segment)
+                if seg is None or seg.durable < loc.offset + loc.length:
+                    break
+                locs.append(loc)
+        out: list[StoredMessage | None] = []
+        i = 0
+        n = len(locs)
+        while i < n:
+            first = locs[i]
+            if first is None:
+                out.append(None)
+                i += 1
+                continue
+            # a run: same segment, ascending, small gaps, bounded span
+            j = i + 1
+            end = first.offset + first.length
+            while j < n:
+                nxt = locs[j]
+                if (
+                    nxt is None
+                    or nxt.segment != first.segment
+                    or nxt.offset <= end
+                    or nxt.offset - end > _READ_GAP
+                    or nxt.offset + nxt.length - first.offset > _READ_SPAN
+                ):
+                    break
+                end = nxt.offset + nxt.length
+                j += 1
+            got = self._read_run(msg_ids[i:j], locs[i:j])  # type: ignore[arg-type]
+            if got is None:  # the segment went away under us (compaction): look up again
+                again = self.read_messages(msg_ids[i:j])
+                out.extend(again)
+                if len(again) < j - i:
+                    return out
+            else:
+                out.extend(got)
+            i = j
+        return out
+
+    def _read_run(
+        self, msg_ids: Sequence[int], locs: Sequence[Location]
+    ) -> list[StoredMessage | None] | None:
+        first = locs[0]
+        window = _READ_WINDOW
+        while True:
+            start = max(_HEADER_SIZE, first.offset - window)
+            length = locs[-1].offset + locs[-1].length - start
+            with self._fd_lock:
+                fd = self._fd_locked(first.segment)
+                if fd < 0:
+                    return None
+                try:
+                    buf = _pread_all(fd, length, start)
+                except OSError as exc:
+                    raise StoreError.from_os(exc, "journal read") from exc
+            out: list[StoredMessage | None] = []
+            lo = 0
+            for msg_id, loc in zip(msg_ids, locs, strict=True):
+                found = _find_record(buf, lo, msg_id, loc.offset - start, loc.length)
+                out.append(found)
+                if found is not None:
+                    lo = loc.offset - start + loc.length
+            if out[0] is not None or start == _HEADER_SIZE or window >= _READ_WINDOW_MAX:
+                return out
+            window *= 16  # large properties: look further back for the first record's start
+
     def stats(self) -> dict[str, int | float]:
         """Counters for monitoring; cheap, safe from any thread."""
         with self._lock:
@@ -487,6 +591,37 @@ class Journal:
     def _fd(self, number: int) -> int:
         with self._fd_lock:
             return self._fd_locked(number)
+
+
+def _find_record(
+    buf: bytes, lo: int, msg_id: int, body_at: int, body_len: int
+) -> StoredMessage | None:
+    """The MESSAGE record of msg_id whose body is buf[body_at:body_at+body_len], if in buf[lo:].
+
+    The index knows where a body is, not where its record starts; the record is found by its id
+    (8 bytes just after the frame) and confirmed by its length, layout and CRC.
+    """
+    end = body_at + body_len
+    if end > len(buf):
+        return None
+    key = _ID_PACK(msg_id)
+    hi = body_at
+    while True:
+        at = buf.rfind(key, lo + _FRAME_SIZE, hi)
+        if at < 0:
+            return None
+        pos = at - _FRAME_SIZE
+        hi = at + 7
+        n, crc, typ = _FRAME_UNPACK(buf, pos)
+        if typ != 1 or pos + 8 + n != end:
+            continue
+        try:
+            m = rec.decode_message(buf, pos + _FRAME_SIZE, end)
+        except (ValueError, UnicodeDecodeError, struct.error):
+            continue
+        if m.body_offset != body_at or _crc32(memoryview(buf)[pos + 8 : end]) != crc:
+            continue
+        return StoredMessage(m.exchange, m.routing_key, m.properties, buf[body_at:end])
 
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:
