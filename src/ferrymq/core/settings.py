@@ -33,3 +33,16 @@ class Settings:
     # holds more than memory_paging_ratio * the memory high watermark
     queue_memory_limit: int = 64 * 1024 * 1024
     memory_paging_ratio: float = 0.5
+    # MQTT (None: the adapter's default; see docs/mqtt.md)
+    mqtt_exchange: str | None = None
+    mqtt_default_vhost: str | None = None
+    mqtt_allow_anonymous: bool | None = None
+    mqtt_default_user: str | None = None
+    mqtt_default_password: str | None = None
+    mqtt_max_packet_size: int | None = None
+    mqtt_max_packet_size_unauthenticated: int | None = None
+    mqtt_topic_alias_maximum: int | None = None
+    mqtt_receive_maximum: int | None = None
+    mqtt_max_inflight: int | None = None
+    mqtt_max_keepalive: int | None = None
+    mqtt_max_session_expiry: int | None = None

@@ -54,10 +54,22 @@ _NODE_KEYS = {
     "fsync_interval_ms": int,
     "segment_size": int,
 }
-_SETTING_KEYS = {
-    f.name: f.type for f in fields(Settings) if f.name not in ("users", "loopback_users", "vhosts")
+_MQTT_TYPES: dict[str, type] = {
+    "mqtt_exchange": str,
+    "mqtt_default_vhost": str,
+    "mqtt_allow_anonymous": bool,
+    "mqtt_default_user": str,
+    "mqtt_default_password": str,
+    "mqtt_max_packet_size": int,
+    "mqtt_max_packet_size_unauthenticated": int,
+    "mqtt_topic_alias_maximum": int,
+    "mqtt_receive_maximum": int,
+    "mqtt_max_inflight": int,
+    "mqtt_max_keepalive": int,
+    "mqtt_max_session_expiry": int,
 }
 _TYPES: dict[str, type] = {
+    **_MQTT_TYPES,
     "frame_max": int,
     "channel_max": int,
     "heartbeat": int,
@@ -73,6 +85,14 @@ _TYPES: dict[str, type] = {
 
 def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
     try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
         if kind is int and isinstance(value, bool):
             raise ValueError
         if kind is int and isinstance(value, str):
