@@ -12,57 +12,35 @@ clients which heartbeat in real time survive the test's clock jumps).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from ferrymq.core.clock import TimerHandle
 from ferrymq.protocols.amqp.codec import encode_heartbeat
 from ferrymq.protocols.amqp.connection import S_OPEN, AMQPConnection
+from ferrymq.server._stream import HANDSHAKE_TIMEOUT, StreamProtocol
 
 if TYPE_CHECKING:
     from ferrymq.server.node import Node
 
 log = logging.getLogger("ferrymq.server")
 
-HANDSHAKE_TIMEOUT = 10.0
-WRITE_HIGH_WATER = 4 * 1024 * 1024
 
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-class AMQPServerProtocol(asyncio.Protocol):
+class AMQPServerProtocol(StreamProtocol):
     def __init__(self, node: Node) -> None:
-        self.node = node
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        super().__init__(node)
         self.conn: AMQPConnection | None = None
-        self._out: list[bytes] = []
-        self._flush_handle: asyncio.Handle | None = None
         self._timer: TimerHandle | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._last_recv = 0.0
         self._last_send = 0.0
-        self._closing = False
         self._heartbeating = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport; they implement its interface
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        host = str(peer[0])
-        self.conn = AMQPConnection(
-            self.node.broker, self, from_loopback=_is_loopback(host), peer=f"{host}:{peer[1]}"
-        )
-        self.node.connections.add(self)
+        peer, loopback = self._attach(transport)
+        self.conn = AMQPConnection(self.node.broker, self, from_loopback=loopback, peer=peer)
         self.clock = self.node.broker.clock
         self._last_recv = self._last_send = self.clock.now()
         self._handshake_timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)
@@ -79,66 +57,17 @@ class AMQPServerProtocol(asyncio.Protocol):
                 self._handshake_timer = None
             self._schedule_heartbeat()
 
-    def eof_received(self) -> bool:
-        return False
-
     def connection_lost(self, exc: Exception | None) -> None:
-        self.node.connections.discard(self)
+        self._detach()
         for timer in (self._timer, self._handshake_timer):
             if timer is not None:
                 timer.cancel()
         self._timer = self._handshake_timer = None
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        self._out.clear()
         if self.conn is not None:
             self.conn.connection_lost()
 
-    def pause_writing(self) -> None:
-        if self.conn is not None:
-            self.conn.set_writable(False)
-
-    def resume_writing(self) -> None:
-        if self.conn is not None:
-            self.conn.set_writable(True)
-
-    # -- the Transport the connection writes to ----------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        if self._closing:
-            return
-        self._out.append(data)
-        if self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_handle = None
-        out = self._out
-        if not out or self.transport is None:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self.transport.write(data)
+    def _flushed(self) -> None:
         self._last_send = self.clock.now()
-
-    def close(self) -> None:
-        if self._closing or self.transport is None:
-            return
-        self._flush()
-        self._closing = True
-        self.transport.close()
-
-    def close_later(self, seconds: float) -> None:
-        self.loop.call_later(seconds, self.close)
-
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self._closing:
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and not self._closing:
-            self.transport.resume_reading()
 
     # -- timers ------------------------------------------------------------------------------------
 

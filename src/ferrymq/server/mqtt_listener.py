@@ -19,23 +19,20 @@ data directory and is rewritten from the loop (`call_soon`) after a batch of cha
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from ferrymq.core.broker import Broker
 from ferrymq.protocols.mqtt.broker import MQTTBroker
 from ferrymq.protocols.mqtt.connection import MQTTConnection, State
+from ferrymq.server._stream import HANDSHAKE_TIMEOUT, StreamProtocol
 
 if TYPE_CHECKING:
     from ferrymq.server.node import Node
 
 log = logging.getLogger("ferrymq.server")
-
-HANDSHAKE_TIMEOUT = 10.0
-WRITE_HIGH_WATER = 4 * 1024 * 1024
 
 
 class _ReadBatch:
@@ -69,57 +66,23 @@ def mqtt_broker_for(node: Node) -> MQTTBroker:
     return _shared_state(node)[0]
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-class MQTTServerProtocol(asyncio.Protocol):
-    __slots__ = (
-        "_batch",
-        "_closing",
-        "_dirty",
-        "_flush_handle",
-        "_last_recv",
-        "_out",
-        "_timer",
-        "conn",
-        "loop",
-        "node",
-        "transport",
-    )
+class MQTTServerProtocol(StreamProtocol):
+    __slots__ = ("_batch", "_dirty", "_last_recv", "_timer", "conn")
 
     def __init__(self, node: Node) -> None:
-        self.node = node
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        super().__init__(node)
         self.conn: MQTTConnection | None = None
-        self._out: list[bytes] = []
-        self._flush_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_recv = 0.0
-        self._closing = False
         self._dirty = False
         self._batch: _ReadBatch | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport; they implement its interface
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        host = str(peer[0])
+        peer, loopback = self._attach(transport)
         mqtt, self._batch = _shared_state(self.node)
-        self.conn = MQTTConnection(
-            mqtt,
-            self,
-            from_loopback=_is_loopback(host),
-            peer=f"{host}:{peer[1]}",
-        )
-        self.node.connections.add(self)
+        self.conn = MQTTConnection(mqtt, self, from_loopback=loopback, peer=peer)
         self._last_recv = self.loop.time()
         self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)
 
@@ -153,28 +116,13 @@ class MQTTServerProtocol(asyncio.Protocol):
         elif conn.keepalive:
             self._last_recv = self.loop.time()
 
-    def eof_received(self) -> bool:
-        return False
-
     def connection_lost(self, exc: Exception | None) -> None:
-        self.node.connections.discard(self)
+        self._detach()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        self._out.clear()
         if self.conn is not None:
             self.conn.connection_lost()
-
-    def pause_writing(self) -> None:
-        if self.conn is not None:
-            self.conn.set_writable(False)
-
-    def resume_writing(self) -> None:
-        if self.conn is not None:
-            self.conn.set_writable(True)
 
     # -- the Transport the connection writes to ----------------------------------------------------
 
@@ -189,32 +137,6 @@ class MQTTServerProtocol(asyncio.Protocol):
                 batch.dirty.append(self)
             else:
                 self._flush_handle = self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        out = self._out
-        if not out or self.transport is None:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self.transport.write(data)
-
-    def close(self) -> None:
-        if self._closing or self.transport is None:
-            return
-        self._flush()
-        self._closing = True
-        self.transport.close()
-
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self._closing:
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and not self._closing:
-            self.transport.resume_reading()
 
     # -- timers ------------------------------------------------------------------------------------
 
