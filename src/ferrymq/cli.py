@@ -133,6 +133,7 @@ def status(data_dir: str | None, as_json: bool) -> None:
         click.echo(
             f"  {q['vhost']} {q['name']}: {q['messages']} ready, {q['unacked']} unacked, "
             f"{q['consumers']} consumers{' (durable)' if q['durable'] else ''}"
+            + (f", {q['paged']} paged to disk" if q.get("paged") else "")
         )
 
 

@@ -114,6 +114,8 @@ def test_transient_queue_pages_and_delivers_in_order(server: ServerProcess) -> N
         status = _status(server.data_dir)
         held = status["memory"]["message_bytes"]  # type: ignore[index]
         assert held <= LIMIT + 64 * 1024, f"the broker holds {held} bytes of bodies"
+        (queue,) = [q for q in status["queues"] if q["name"] == "paged.t"]  # type: ignore[attr-defined]
+        assert queue["paged"] > N // 2, queue  # most of the queue lives on disk
         _consume(conn, "paged.t", 0, N)
         assert _count(conn.channel(), "paged.t") == 0
     finally:

@@ -35,6 +35,7 @@ def node_status(node: Node) -> dict[str, Any]:
                     "messages": queue.message_count,
                     "unacked": queue.unacked_count,
                     "consumers": queue.consumer_count,
+                    "paged": getattr(queue, "paged_count", 0),
                 }
             )
     status: dict[str, Any] = {
