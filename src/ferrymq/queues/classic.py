@@ -616,7 +616,7 @@ class ClassicQueue(QueueType):
                 while j < len(consumers) and consumers[j].priority == consumer.priority:
                     j += 1
                 if j - 1 != i:
-                    consumers.insert(j, consumers.pop(i))
+                    consumers.insert(j - 1, consumers.pop(i))  # j counted before the pop
             if group is not None:
                 self._groups[group] = consumer
             return consumer
@@ -714,7 +714,7 @@ class ClassicQueue(QueueType):
                 while j < len(consumers) and consumers[j].priority == consumer.priority:
                     j += 1
                 if j - 1 != i:
-                    consumers.insert(j, consumers.pop(i))
+                    consumers.insert(j - 1, consumers.pop(i))  # j counted before the pop
                 return consumer
         return None
 
