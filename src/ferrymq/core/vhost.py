@@ -12,7 +12,7 @@ import base64
 import copy
 import datetime
 import os
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, cast
 
 from ferrymq.core.arguments import check_equivalent, check_flag, queue_settings
@@ -625,18 +625,6 @@ class VHost:
                 if target is not queue or reason == "rejected" or _rejected_in(headers)
             ]
             self._enqueue(dead, targets)
-
-    # -- introspection ---------------------------------------------------------------------------
-
-    def iter_queues(self) -> Iterator[QueueType]:
-        return iter(list(self.queues.values()))
-
-    def stats(self) -> dict[str, int]:
-        return {
-            "queues": len(self.queues),
-            "exchanges": len(self.exchanges),
-            "messages": sum(q.message_count for q in self.queues.values()),
-        }
 
 
 def _rejected_in(headers: dict[str, Any]) -> bool:

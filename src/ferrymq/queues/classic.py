@@ -184,10 +184,6 @@ class ClassicQueue(QueueType):
         return self._unacked
 
     @property
-    def ready_bytes(self) -> int:
-        return self._bytes
-
-    @property
     def memory_bytes(self) -> int:
         return self._bytes - self._paged_bytes + self._unacked_bytes
 

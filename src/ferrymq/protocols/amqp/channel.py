@@ -385,7 +385,7 @@ class Channel:
             return
         now = self.conn.broker.clock.now()
         earliest = None
-        for entry, queue, _consumer, delivered_at in self.unacked.values():
+        for _entry, queue, _consumer, delivered_at in self.unacked.values():
             if not delivered_at:
                 continue
             timeout = queue.settings.consumer_timeout  # type: ignore[union-attr]
@@ -402,7 +402,6 @@ class Channel:
                 return
             due = delivered_at + timeout
             earliest = due if earliest is None or due < earliest else earliest
-            del entry
         if earliest is not None:
             self._arm_timeout(earliest)
 
