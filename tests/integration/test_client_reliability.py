@@ -105,12 +105,6 @@ def test_a_lost_connection_reaches_the_listener_and_blocked_calls(
     conn.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (issue 5, open): intermittently (about one run in four to six, alone or "
-    "in the full suite) the automatic reconnect after a broker-side abort does not complete "
-    "within max_wait",
-)
 def test_reconnect_restores_sessions_producers_and_consumers(
     url: str, broker: Any, name: str
 ) -> None:
@@ -165,12 +159,6 @@ def test_reconnect_resumes_a_durable_subscription_without_loss(
         assert got == ["1", "2", "3", "4", "5"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (issue 5, open): intermittently (about one run in four to six, alone or "
-    "in the full suite) the automatic reconnect after a broker-side abort does not complete "
-    "within max_wait",
-)
 def test_a_transaction_cut_by_a_failover_is_rolled_back(url: str, broker: Any, name: str) -> None:
     with connect(url, reconnect=FAST) as conn:
         tx = conn.session(transacted=True)

@@ -17,6 +17,7 @@ from ferrymq.client._core import (
     FAILED,
     OPEN,
     RECONNECTING,
+    RETRY_PAUSE,
     AckMode,
     ConnectionSettings,
     CoreConnection,
@@ -162,12 +163,23 @@ class Connection:
                 await self._wait_reconnected(deadline)
 
     async def _wait_reconnected(self, deadline: float) -> None:
+        """After a ConnectionLostError: wait until the connection is open again, then retry.
+
+        OPEN right away means the loss is not noticed yet or a channel is being reopened: pause
+        so that the caller's retry loop does not spin, and let the deadline bound it.
+        """
         core = self._core
-        await core.state_signal.wait_until(
-            lambda: core.state != RECONNECTING, max(0.0, deadline - time.monotonic())
-        )
-        if core.state != OPEN:
-            core.check_usable()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectionLostError("connection lost; not reconnected within max_wait")
+            await core.state_signal.wait_until(lambda: core.state != RECONNECTING, remaining)
+            if core.state == OPEN:
+                await asyncio.sleep(RETRY_PAUSE)
+                if core.state == OPEN:
+                    return
+            elif core.state != RECONNECTING:
+                core.check_usable()
 
     @property
     def client_id(self) -> str | None:

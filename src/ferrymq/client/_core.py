@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from ferrymq.client._session import CoreSession
 
 __all__ = [
+    "RETRY_PAUSE",
     "AckMode",
     "ConnectionSettings",
     "CoreConnection",
@@ -59,6 +60,7 @@ __all__ = [
 
 
 DEFAULT_PREFETCH = 1000
+RETRY_PAUSE = 0.01  # seconds between retries of a call cut by a connection loss
 
 
 class AckMode(Enum):
@@ -172,7 +174,8 @@ class CoreConnection:
         self.engine = engine
         self.transport = transport
         self.control = chan
-        self.state = OPEN
+        if self.state != RECONNECTING:  # a reconnect opens only when every session is back
+            self.state = OPEN
         self.error = None
 
     def _lost(self, engine: Engine, error: JMSError) -> None:
@@ -181,11 +184,12 @@ class CoreConnection:
             return
         for session in list(self.sessions):
             session.connection_lost(error)
-        if self.settings.reconnect is not None and self.state == OPEN:
+        if self.settings.reconnect is None or self.state not in (OPEN, RECONNECTING):
+            self._failed(error)
+        elif self.state == OPEN:
             self.state = RECONNECTING
             self.flavor.spawn(self._reconnect_op(), "ferrymq-reconnect")
-        else:
-            self._failed(error)
+        # else: the reconnect op running now sees its calls fail and tries again
         self.state_signal.notify()
 
     def _failed(self, error: JMSError) -> None:
@@ -209,7 +213,6 @@ class CoreConnection:
             attempt += 1
             try:
                 yield from self.open_op()
-                self.state = RECONNECTING  # until every session is back
                 self.declared.clear()
                 for name, dest in list(self.temporaries.items()):
                     if isinstance(dest, TemporaryQueue):

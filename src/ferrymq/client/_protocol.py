@@ -257,16 +257,31 @@ class Engine:
     # -- writing -------------------------------------------------------------------------------
 
     def _write(self, channel: int, m: Any) -> None:
-        data = encode_method(channel, m)
-        with self.lock:
-            if self.transport is not None and self.alive:
-                self.transport.write(data)
+        self.write_raw(encode_method(channel, m))
 
     def write_raw(self, data: bytes) -> None:
         """Write pre-encoded frames (acks, heartbeats)."""
         with self.lock:
-            if self.transport is not None and self.alive:
-                self.transport.write(data)
+            broken = self._write_locked(data) if self.alive else None
+        if broken is not None:
+            self._broken(broken)
+
+    def _write_locked(self, data: bytes) -> ConnectionLostError | None:
+        """Write under self.lock; the error if the transport broke (the caller then _broken())."""
+        assert self.transport is not None
+        try:
+            self.transport.write(data)
+        except ConnectionLostError as exc:
+            return exc
+        return None
+
+    def _broken(self, error: ConnectionLostError) -> None:
+        """A write failed: the engine dies now, on the writer's thread, not when the reader notices.
+
+        Otherwise the caller, told the connection is lost, could write again into an engine that
+        still looks alive and lose that too.
+        """
+        self._die(error, notify=not self._closing)
 
     def heartbeat_frame(self) -> None:
         self.write_raw(encode_heartbeat())
@@ -281,8 +296,12 @@ class Engine:
                 return pending
             if replies:
                 chan.rpc.append((replies, pending))
-            assert self.transport is not None
-            self.transport.write(data)
+            broken = self._write_locked(data)
+        if broken is not None:
+            self._broken(broken)  # fails the pending with the rest of the channel's
+            if not replies:
+                _fail(pending, broken)
+            return pending
         if not replies:
             _resolve(pending, None)
         return pending
@@ -309,15 +328,20 @@ class Engine:
                 seq = chan.publish_seq = chan.publish_seq + 1
                 if want_confirm:
                     pending = chan.confirms[seq] = self.new_pending()
-            assert self.transport is not None
-            self.transport.write(data)
+            broken = self._write_locked(data)
+        if broken is not None:
+            self._broken(broken)
+            raise broken
         return pending
 
     def settle(self, chan: ChannelState, data: bytes) -> None:
         """Write encoded acks/nacks if the channel they belong to is still open."""
         with self.lock:
-            if chan.open and self.alive and self.transport is not None:
-                self.transport.write(data)
+            if not (chan.open and self.alive and self.transport is not None):
+                return
+            broken = self._write_locked(data)
+        if broken is not None:
+            self._broken(broken)
 
     # -- channels ------------------------------------------------------------------------------
 
@@ -370,21 +394,17 @@ class Engine:
         if not self.alive:
             _resolve(pending, None)
             return pending
+        data = encode_method(
+            0,
+            method(
+                spec.Connection.Close, reply_code=200, reply_text="Goodbye", class_id=0, method_id=0
+            ),
+        )
         with self.lock:
             self._conn_rpc.append(((spec.Connection.CloseOk,), pending))
-            assert self.transport is not None
-            self.transport.write(
-                encode_method(
-                    0,
-                    method(
-                        spec.Connection.Close,
-                        reply_code=200,
-                        reply_text="Goodbye",
-                        class_id=0,
-                        method_id=0,
-                    ),
-                )
-            )
+            broken = self._write_locked(data)
+        if broken is not None:
+            self._broken(broken)  # resolves the close: nothing left to close
         return pending
 
     def transport_lost(self, exc: BaseException | None = None) -> None:

@@ -84,6 +84,10 @@ class CoreSession:
         self.error: JMSError | None = None
         self.tx_failed: JMSError | None = None
         self.tx_dirty = False
+        # which transaction: a loss noticed by the reader while commit() ends the transaction
+        # on the user's thread must not fail the next one (read before tx_dirty, bumped after)
+        self.tx_serial = 0
+        self.tx_failed_serial = -1
         self.dups_batch = max(1, min(prefetch // 2, 500)) if prefetch else 100
         self._healing = False
         self.allow_pickle = conn.settings.allow_pickle
@@ -140,7 +144,9 @@ class CoreSession:
         self.listener_queue.clear()
         self.unacked = []
         self.individual.clear()
+        serial = self.tx_serial
         if self.transacted and self.tx_dirty:
+            self.tx_failed_serial = serial
             self.tx_failed = TransactionRolledBackError(
                 "the transaction was rolled back: its channel or connection was lost"
             )
@@ -176,8 +182,8 @@ class CoreSession:
         if self.closed:
             raise ConnectionClosedError("the session is closed")
         chan = self.chan
+        self.conn.check_usable()
         if chan is None or not chan.open:
-            self.conn.check_usable()
             raise self.error or ConnectionLostError("the session's channel is being restored")
         return chan
 
@@ -411,17 +417,19 @@ class CoreSession:
         chan = self.chan
         if chan is None or not chan.open or self.conn.state != OPEN:
             chan = yield from self.wait_usable_op()
-        if self.tx_failed is not None:
+        if self.tx_failed is not None and self.tx_failed_serial == self.tx_serial:
             # the whole transaction goes, including what was sent since the failover
             error = self.tx_failed
             yield from self.rollback_op()
             raise error
+        self.tx_failed = None  # if set, it was about a transaction already reported
         engine = self.conn.engine
         assert engine is not None
         tags, self.unacked = self.unacked, []
         if tags:
             engine.settle(chan, self._ack_frames(tags))
         self.tx_dirty = False
+        self.tx_serial += 1
         try:
             yield engine.call(chan, spec.Tx.Commit(), (spec.Tx.CommitOk,))
         except ConnectionLostError as exc:
@@ -440,6 +448,7 @@ class CoreSession:
         assert engine is not None
         tags = self._take_back()
         self.tx_dirty = False
+        self.tx_serial += 1
         yield engine.call(chan, spec.Tx.Rollback(), (spec.Tx.RollbackOk,))
         if tags:
             engine.settle(chan, b"".join(encode_nack(chan.number, t, False, True) for t in tags))
@@ -461,9 +470,9 @@ class CoreSession:
     ) -> Any:
         """Publish; returns a pending confirm when want_confirm (and not transacted), else None."""
         chan = self.chan
-        if chan is None or not chan.open or self.closed:
-            chan = self.usable_chan()
         conn = self.conn
+        if chan is None or not chan.open or self.closed or conn.state != OPEN:
+            chan = self.usable_chan()
         if not 0 <= priority <= 9:
             raise JMSError(f"priority must be 0..9, not {priority}")
         props, body = msg._prepare_send(

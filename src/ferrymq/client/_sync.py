@@ -24,6 +24,7 @@ from ferrymq.client._core import (
     FAILED,
     OPEN,
     RECONNECTING,
+    RETRY_PAUSE,
     AckMode,
     ConnectionSettings,
     CoreConnection,
@@ -173,12 +174,23 @@ class Connection:
                 self._wait_reconnected(deadline)
 
     def _wait_reconnected(self, deadline: float) -> None:
+        """After a ConnectionLostError: wait until the connection is open again, then retry.
+
+        OPEN right away means the loss is not noticed yet or a channel is being reopened: pause
+        so that the caller's retry loop does not spin, and let the deadline bound it.
+        """
         core = self._core
-        core.state_signal.wait_until(
-            lambda: core.state != RECONNECTING, max(0.0, deadline - time.monotonic())
-        )
-        if core.state != OPEN:
-            core.check_usable()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectionLostError("connection lost; not reconnected within max_wait")
+            core.state_signal.wait_until(lambda: core.state != RECONNECTING, remaining)
+            if core.state == OPEN:
+                time.sleep(RETRY_PAUSE)
+                if core.state == OPEN:
+                    return
+            elif core.state != RECONNECTING:
+                core.check_usable()
 
     # -- JMS Connection ------------------------------------------------------------------------
 
