@@ -125,6 +125,10 @@ class Compactor:
         with j._lock:
             segs = j._segs
             head = j._head
+            if head.durable < rec.HEADER_SIZE:
+                # The head's header (which carries the next msg_id) is not on disk yet: deleting
+                # the segments before it could let a crash forget how far ids went, and reuse one.
+                return self.job is not None
             for seg in segs.values():
                 if seg is head or seg.inflight or seg.compacting:
                     continue
@@ -421,7 +425,7 @@ class Compactor:
             assert isinstance(old, Location)
             entry = value if isinstance(value, Entry) else None
             cur = entry.loc if entry is not None else value
-            if cur is not move.new:
+            if cur != move.new:  # (the index hands out fresh Location objects)
                 return
             if entry is not None:
                 entry.loc = old

@@ -28,10 +28,10 @@ import zlib
 from dataclasses import dataclass, field
 
 from ferrymq.store import _records as rec
+from ferrymq.store._index import CompactIndex
 from ferrymq.store._model import (
     NO_MARKS,
     Entry,
-    IndexValue,
     Location,
     RecoveredMessage,
     Seg,
@@ -46,7 +46,7 @@ _SEGMENT_FILE = re.compile(r"^(\d{10})\.seg$")
 @dataclass
 class Recovered:
     messages: list[RecoveredMessage]
-    index: dict[int, IndexValue]
+    index: CompactIndex
     segs: dict[int, Seg]
     next_msg_id: int
     next_segment: int
@@ -97,7 +97,7 @@ class _Scanner:
         directory = self.directory
         numbers = segment_numbers(directory)
         segs: dict[int, Seg] = {}
-        result = Recovered([], {}, segs, 1, (numbers[-1] + 1) if numbers else 1)
+        result = Recovered([], CompactIndex(), segs, 1, (numbers[-1] + 1) if numbers else 1)
         changed_dir = False
         for i, number in enumerate(numbers):
             path = os.path.join(directory, rec.segment_name(number))

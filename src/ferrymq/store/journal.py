@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ferrymq.store import _records as rec
+from ferrymq.store._index import CompactIndex
 from ferrymq.store._model import (
     Batch,
     Entry,
@@ -128,7 +129,7 @@ class Journal:
         self._fd_lock = threading.Lock()  # the fd table (read_body vs segment deletion)
         self._segs: dict[int, Seg] = {}
         self._fds: dict[int, int] = {}
-        self._index: dict[int, IndexValue] = {}
+        self._index = CompactIndex()
         # After compaction moved a body: its old (segment, offset) -> (msg_id, where it went).
         # read_body follows these one hop at a time, and only past segments already deleted;
         # each hop's copy is on disk before the segment it came from is deleted.
@@ -281,7 +282,7 @@ class Journal:
             head.alloc = off + size
             loc = Location(head.number, off + size - blen, blen)
             value: IndexValue = loc if nq == 1 else Entry(loc, list(queues), None)
-            if self._index.setdefault(msg_id, value) is not value:
+            if not self._index.add_new(msg_id, value):
                 head.alloc = off  # undo the reservation; the bytes never go out
                 del chunks[-len(parts) :]
                 raise ValueError(f"msg_id {msg_id} is already in the journal")
