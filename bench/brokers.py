@@ -67,8 +67,9 @@ class ManagedFerryMQ:
             self.data_dir or "<tmpdir>",
         ]
 
-    def start(self) -> AmqpUrl:
-        self.data_dir = tempfile.mkdtemp(prefix="ferrymq-bench-")
+    def start(self, data_dir: str | None = None) -> AmqpUrl:
+        """Start on a fresh temporary data dir, or on `data_dir` (a restart)."""
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="ferrymq-bench-")
         self.proc = subprocess.Popen(
             self.command,
             stdout=subprocess.PIPE,
@@ -115,8 +116,9 @@ class ManagedFerryMQ:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM, wait, SIGKILL the same pid; returns the exit code."""
+    def stop(self, timeout: float = 15.0, keep_data: bool = False) -> int | None:
+        """SIGTERM, wait, SIGKILL the same pid; returns the exit code. Removes the data dir
+        unless keep_data (a restart follows)."""
         proc, self.proc = self.proc, None
         code: int | None = None
         if proc is not None:
@@ -128,7 +130,7 @@ class ManagedFerryMQ:
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait(5)
             code = proc.returncode
-        if self.data_dir:
+        if self.data_dir and not keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = ""
         return code

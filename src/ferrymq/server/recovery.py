@@ -4,10 +4,12 @@ Runs before any listener opens. Every confirmed persistent message of a durable 
 in its queue's publish order; those that had been delivered come back marked redelivered.
 Messages for queues that no longer exist are settled, so the journal can reclaim them.
 
-Bodies are not loaded by the scan: a message that goes into memory has its body read with one
-pread; one that its queue would page out at once (over `queue_memory_limit`, or the node over its
-paging share of the memory watermark) goes straight into the queue's paged tail and its body is
-never read, so recovering a queue larger than memory costs its index, not its bodies. Paged
+The journal's scan builds only its compact index; the live messages then stream in msg_id
+order, each record read back from its segment (in runs of up to 256 KiB) as it comes, so
+recovery holds one message at a time rather than the whole backlog. A message that its queue
+would page out at once (over `queue_memory_limit`, or the node over its paging share of the
+memory watermark) goes straight into the queue's paged tail and its body is dropped, so
+recovering a queue larger than memory costs its index, not its bodies. Paged
 transient messages (the journal key `PAGED_KEY`) are settled: they do not survive a restart.
 """
 
@@ -21,7 +23,7 @@ from ferrymq.core.broker import Broker
 from ferrymq.core.definitions import export_definitions, import_definitions
 from ferrymq.core.message import Message, reserve_message_ids
 from ferrymq.core.queue_type import QueueType
-from ferrymq.protocols.amqp.properties import PROPERTY_CODEC, decode_properties
+from ferrymq.protocols.amqp.properties import PROPERTY_CODEC, BasicProperties, decode_properties
 from ferrymq.queues.classic import ClassicQueue, paging_state
 from ferrymq.server.definitions_file import load_definitions, save_definitions
 from ferrymq.server.monitor import memory_limits
@@ -31,6 +33,7 @@ from ferrymq.store.paging import PAGED_KEY
 log = logging.getLogger("ferrymq.recovery")
 
 RECOVERY_OWNER = object()
+_DECODED_CACHE = 4096  # distinct property byte strings decoded once each during recovery
 
 
 def recover_definitions(broker: Broker, path: Path) -> None:
@@ -43,7 +46,6 @@ def recover_definitions(broker: Broker, path: Path) -> None:
 
 def recover_messages(broker: Broker, journal: Journal) -> None:
     started = time.monotonic()
-    journal.load_bodies = False  # read only the bodies that stay in memory (see the docstring)
     recovery = journal.open()
     reserve_message_ids(recovery.next_msg_id)
     queues: dict[str, QueueType] = {}
@@ -60,15 +62,21 @@ def recover_messages(broker: Broker, journal: Journal) -> None:
     pressure = paging_state(broker)
     node_limit = memory_limits(broker.config)[1]
     in_memory = 0
-    messages = recovery.messages
-    recovery.messages = []
-    for n, item in enumerate(messages):
-        messages[n] = None  # type: ignore[call-overload]  # let each one go as we pass it
-        props = decode_properties(item.properties)
-        ttl = None
-        if props.expiration is not None and props.expiration.isdigit():
-            ttl = int(props.expiration) / 1000.0
-        priority = props.priority or 0
+    seen: dict[bytes, tuple[BasicProperties, float | None, int]] = {}
+    for item in recovery.stream():  # one message at a time, read from its segment
+        # A backlog often repeats the same property bytes: decode each distinct one once for
+        # the paged path (which needs only TTL and priority); a message kept in memory gets
+        # its own decoded copy below.
+        decoded = seen.get(item.properties)
+        if decoded is None:
+            props = decode_properties(item.properties)
+            ttl = None
+            if props.expiration is not None and props.expiration.isdigit():
+                ttl = int(props.expiration) / 1000.0
+            decoded = (props, ttl, props.priority or 0)
+            if len(seen) < _DECODED_CACHE:
+                seen[item.properties] = decoded
+        shared_props, ttl, priority = decoded
         message: Message | None = None
         for key in item.queues:
             if key == PAGED_KEY:
@@ -99,6 +107,7 @@ def recover_messages(broker: Broker, journal: Journal) -> None:
                 in_memory += len(body)
                 if in_memory > node_limit:
                     pressure.node_over = True  # the monitor takes over once the node runs
+                props = decode_properties(item.properties)
                 message = Message(
                     item.exchange,
                     item.routing_key,
@@ -113,7 +122,7 @@ def recover_messages(broker: Broker, journal: Journal) -> None:
                 )
             if held_by is not None:
                 # delayed messages wait again, in full: late rather than early
-                delay = (props.headers or {}).get("x-delay", 0)
+                delay = (shared_props.headers or {}).get("x-delay", 0)
                 held_by.schedule_delayed(item.exchange, message, max(int(delay), 1) / 1000, True)
                 restored += 1
                 continue

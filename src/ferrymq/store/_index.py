@@ -43,13 +43,14 @@ class _Chunk:
 class CompactIndex:
     """A mapping msg_id -> Location | Entry (the subset of dict's API the journal uses)."""
 
-    __slots__ = ("_chunks", "_len", "_loose", "_newest")
+    __slots__ = ("_chunks", "_len", "_loose", "_newest", "hold")
 
     def __init__(self) -> None:
         self._chunks: dict[int, _Chunk] = {}
         self._loose: dict[int, IndexValue] = {}
         self._len = 0
         self._newest = 0  # highest chunk number ever filled: never made sparse
+        self.hold = False  # while True, no chunk is dissolved (ascending() is walking them)
 
     def __len__(self) -> int:
         return self._len
@@ -81,6 +82,31 @@ class CompactIndex:
         self._len += 1
         return True
 
+    def put_new_location(self, msg_id: int, segment: int, offset: int, length: int) -> bool:
+        """Recovery's fast path: store a bare Location for an id not in the index yet.
+
+        False (and no change) when the id is there already or the value belongs in the dict;
+        the caller then takes the general path.
+        """
+        if msg_id in self._loose or offset > MAX_OFFSET or length > MAX_OFFSET:
+            return False
+        number = msg_id >> CHUNK_BITS
+        chunk = self._chunks.get(number)
+        if chunk is None:
+            if number < self._newest:
+                return False
+            chunk = self._chunks[number] = _Chunk()
+            self._newest = number
+        slot = msg_id & _MASK
+        places = chunk.places
+        if places[slot]:
+            return False
+        places[slot] = (segment << _OFFSET_BITS) | offset
+        chunk.lengths[slot] = length
+        chunk.count += 1
+        self._len += 1
+        return True
+
     def __setitem__(self, msg_id: int, value: IndexValue) -> None:
         if self._remove(msg_id) is None:
             self._len += 1
@@ -107,6 +133,38 @@ class CompactIndex:
             for slot in range(CHUNK):
                 if places[slot]:
                     yield base + slot
+
+    def ascending(self) -> Iterator[int]:
+        """Every msg_id in increasing order, while the caller may remove ids it has passed.
+
+        The caller sets `hold` for the walk (and calls `tidy` after): a chunk dissolved under
+        the walk would move ids it has not reached yet into the dict behind it.
+        """
+        loose = sorted(self._loose)
+        n = len(loose)
+        i = 0
+        for number in sorted(self._chunks):
+            chunk = self._chunks.get(number)
+            if chunk is None:
+                continue
+            base = number << CHUNK_BITS
+            places = chunk.places
+            for slot in range(CHUNK):
+                if places[slot]:
+                    msg_id = base + slot
+                    while i < n and loose[i] < msg_id:
+                        yield loose[i]
+                        i += 1
+                    yield msg_id
+        while i < n:
+            yield loose[i]
+            i += 1
+
+    def tidy(self) -> None:
+        """Dissolve the sparse chunks a hold kept (see ascending)."""
+        for number, chunk in list(self._chunks.items()):
+            if chunk.count <= _SPARSE and number < self._newest:
+                self._dissolve(number, chunk)
 
     def footprint(self) -> int:
         """Approximate bytes held (for stats): arrays plus about 100 per loose value."""
@@ -148,7 +206,7 @@ class CompactIndex:
         loc = Location(place >> _OFFSET_BITS, place & _OFFSET_MASK, chunk.lengths[slot])
         places[slot] = 0
         chunk.count -= 1
-        if chunk.count <= _SPARSE and number < self._newest:
+        if chunk.count <= _SPARSE and number < self._newest and not self.hold:
             self._dissolve(number, chunk)
         return loc
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
@@ -84,16 +84,45 @@ class RecoveredMessage:
     delivered: AbstractSet[str]
 
 
-@dataclass
 class Recovery:
-    """What `Journal.open` found."""
+    """What `Journal.open` found.
 
-    messages: list[RecoveredMessage]  # live messages in msg_id order
-    next_msg_id: int  # one more than the largest id ever seen
-    truncated_bytes: int  # bytes cut from torn tails (0 if none)
-    segments: int
-    elapsed: float
-    corrupt_bytes: int = 0  # bytes skipped as corruption in the middle of a segment
+    `stream()` yields the live messages in msg_id order, reading each record from its segment
+    as it goes, so a backlog larger than memory is fed to its queues one message at a time;
+    call it once, and settle or keep each message as it comes. `messages` is the same as a list
+    (for small journals and tests).
+    """
+
+    def __init__(
+        self,
+        stream: Callable[[], Iterator[RecoveredMessage]],
+        *,
+        count: int,
+        next_msg_id: int,
+        truncated_bytes: int,
+        segments: int,
+        elapsed: float,
+        corrupt_bytes: int = 0,
+    ) -> None:
+        self._stream = stream
+        self._messages: list[RecoveredMessage] | None = None
+        self.count = count  # live messages found
+        self.next_msg_id = next_msg_id  # one more than the largest id ever seen
+        self.truncated_bytes = truncated_bytes  # bytes cut from torn tails (0 if none)
+        self.segments = segments
+        self.elapsed = elapsed  # seconds of the scan (the stream reads as it is consumed)
+        self.corrupt_bytes = corrupt_bytes  # bytes skipped as corruption inside a segment
+
+    def stream(self) -> Iterator[RecoveredMessage]:
+        if self._messages is not None:
+            return iter(self._messages)
+        return self._stream()
+
+    @property
+    def messages(self) -> list[RecoveredMessage]:
+        if self._messages is None:
+            self._messages = list(self._stream())
+        return self._messages
 
 
 # -- shared bookkeeping --------------------------------------------------------------------------

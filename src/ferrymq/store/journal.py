@@ -30,19 +30,22 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import queue
 import struct
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
 from ferrymq.store import _records as rec
 from ferrymq.store._index import CompactIndex
 from ferrymq.store._model import (
+    NO_MARKS,
     Batch,
     Entry,
     IndexValue,
@@ -88,6 +91,9 @@ _READ_WINDOW = 4096
 _READ_WINDOW_MAX = 1 << 20
 _READ_GAP = 64 * 1024
 _READ_SPAN = 256 * 1024
+_RECOVERY_BATCH = 512  # ids per run read by Recovery.stream
+
+_Found = tuple[rec.Message, bytes]  # a record read back: decoded, and its body
 
 
 class Journal:
@@ -169,7 +175,7 @@ class Journal:
                 f"journal {self.directory} is in use by another process", errno.EAGAIN
             ) from exc
         try:
-            found = recover(self.directory, self.load_bodies)
+            found = recover(self.directory)
         except OSError as exc:
             self._release_lockfile()
             raise StoreError.from_os(exc, "journal recovery") from exc
@@ -191,8 +197,10 @@ class Journal:
         self._closed = False
         self._writer = Writer(self)
         self._writer.start()
+        load_bodies = self.load_bodies
         return Recovery(
-            messages=found.messages,
+            lambda: self._recovered(load_bodies),
+            count=len(found.index),
             next_msg_id=found.next_msg_id,
             truncated_bytes=found.truncated_bytes,
             segments=segments_found,
@@ -229,6 +237,67 @@ class Journal:
             self._lockfd = -1
 
     # -- appends (caller thread; no system calls) ---------------------------------------------
+
+    def _recovered(self, load_bodies: bool) -> Iterator[RecoveredMessage]:
+        """Recovery.stream(): the live messages in msg_id order, read in runs (read_messages).
+
+        The index is walked while the caller settles what it passes (see CompactIndex.hold).
+        A record compaction copied and has not written yet ends a run early: the pending batch
+        is flushed and the rest read once it is written.
+        """
+        index = self._index
+        with self._lock:
+            index.hold = True
+        try:
+            ids = index.ascending()
+            while True:
+                with self._lock:
+                    batch = list(itertools.islice(ids, _RECOVERY_BATCH))
+                if not batch:
+                    return
+                values: list[IndexValue | None] = []
+                got = self._read_records(batch, values)
+                tries = 0
+                while len(got) < len(batch):
+                    tries += 1
+                    if tries > 100:
+                        raise StoreError(f"journal: record of msg_id {batch[len(got)]} not written")
+                    self._wait_written()
+                    got.extend(self._read_records(batch[len(got) :], values))
+                for msg_id, found, value in zip(batch, got, values, strict=True):
+                    # (the caller settles only what it has been given: value is still current)
+                    if found is None or value is None:
+                        continue
+                    record, body = found
+                    if type(value) is Location:
+                        loc = value
+                        queues = record.queues  # a bare Location: its record's one queue
+                        delivered: AbstractSet[str] = NO_MARKS
+                    else:
+                        assert isinstance(value, Entry)
+                        loc = value.loc
+                        queues = list(value.queues)
+                        delivered = frozenset(value.marks) if value.marks else NO_MARKS
+                    yield RecoveredMessage(
+                        msg_id,
+                        queues,
+                        record.exchange,
+                        record.routing_key,
+                        record.properties,
+                        body if load_bodies else None,
+                        loc,
+                        delivered,
+                    )
+        finally:
+            with self._lock:
+                index.hold = False
+                index.tidy()
+
+    def _wait_written(self, timeout: float = 30.0) -> None:
+        """Flush and wait until the writer has written everything appended so far."""
+        done = threading.Event()
+        self.flush(lambda exc: done.set())
+        done.wait(timeout)
 
     def append_message(
         self,
@@ -414,6 +483,22 @@ class Journal:
         in one segment are read with one pread (read-ahead), so paging a run back in costs
         about one system call per 256 KiB.
         """
+        return [
+            None
+            if found is None
+            else StoredMessage(
+                found[0].exchange, found[0].routing_key, found[0].properties, found[1]
+            )
+            for found in self._read_records(msg_ids)
+        ]
+
+    def _read_records(
+        self, msg_ids: Sequence[int], values: list[IndexValue | None] | None = None
+    ) -> list[_Found | None]:
+        """read_messages, with the decoded record (its queues too) next to the body.
+
+        values, if given, receives the index value of each id read (None if not live).
+        """
         locs: list[Location | None] = []
         with self._lock:
             index = self._index
@@ -422,13 +507,17 @@ class Journal:
                 value = index.get(msg_id)
                 if value is None:
                     locs.append(None)
+                    if values is not None:
+                        values.append(None)
                     continue
                 loc = value if type(value) is Location else value.loc  # type: ignore[union-attr]
                 seg = segs.get(loc.segment)
                 if seg is None or seg.durable < loc.offset + loc.length:
                     break
                 locs.append(loc)
-        out: list[StoredMessage | None] = []
+                if values is not None:
+                    values.append(value)
+        out: list[_Found | None] = []
         i = 0
         n = len(locs)
         while i < n:
@@ -454,9 +543,13 @@ class Journal:
                 j += 1
             got = self._read_run(msg_ids[i:j], locs[i:j])  # type: ignore[arg-type]
             if got is None:  # the segment went away under us (compaction): look up again
-                again = self.read_messages(msg_ids[i:j])
+                if values is not None:
+                    del values[i:]
+                again = self._read_records(msg_ids[i:j], values)
                 out.extend(again)
                 if len(again) < j - i:
+                    if values is not None:
+                        del values[len(out) :]
                     return out
             else:
                 out.extend(got)
@@ -465,7 +558,7 @@ class Journal:
 
     def _read_run(
         self, msg_ids: Sequence[int], locs: Sequence[Location]
-    ) -> list[StoredMessage | None] | None:
+    ) -> list[_Found | None] | None:
         first = locs[0]
         window = _READ_WINDOW
         while True:
@@ -479,13 +572,18 @@ class Journal:
                     buf = _pread_all(fd, length, start)
                 except OSError as exc:
                     raise StoreError.from_os(exc, "journal read") from exc
-            out: list[StoredMessage | None] = []
+            out: list[_Found | None] = []
             lo = 0
             for msg_id, loc in zip(msg_ids, locs, strict=True):
-                found = _find_record(buf, lo, msg_id, loc.offset - start, loc.length)
+                body_at = loc.offset - start
+                found = None
+                if lo:  # records of a run mostly follow each other: walk forward first
+                    found = _next_record(buf, lo, msg_id, body_at, loc.length)
+                if found is None:
+                    found = _find_record(buf, lo, msg_id, body_at, loc.length)
                 out.append(found)
                 if found is not None:
-                    lo = loc.offset - start + loc.length
+                    lo = body_at + loc.length
             if out[0] is not None or start == _HEADER_SIZE or window >= _READ_WINDOW_MAX:
                 return out
             window *= 16  # large properties: look further back for the first record's start
@@ -594,9 +692,70 @@ class Journal:
             return self._fd_locked(number)
 
 
-def _find_record(
-    buf: bytes, lo: int, msg_id: int, body_at: int, body_len: int
-) -> StoredMessage | None:
+def _next_record(buf: bytes, pos: int, msg_id: int, body_at: int, body_len: int) -> _Found | None:
+    """The MESSAGE record of msg_id ending at body_at + body_len, walking frames from pos.
+
+    pos is the end of the record before it in the same run; SETTLE and MARK records between
+    them are stepped over. None if the walk does not land on it (then _find_record searches).
+    """
+    end = body_at + body_len
+    while pos + _FRAME_SIZE <= body_at:
+        n, crc, typ = _FRAME_UNPACK(buf, pos)
+        nxt = pos + 8 + n
+        if nxt == end:
+            if typ != 1 or _MSG_ID_UNPACK(buf, pos + _FRAME_SIZE)[0] != msg_id:
+                return None
+            if _crc32(memoryview(buf)[pos + 8 : end]) != crc:
+                return None
+            try:
+                m = _decode_cached(buf, pos + _FRAME_SIZE, end)
+            except (ValueError, UnicodeDecodeError, struct.error):
+                return None
+            if m.body_offset != body_at:
+                return None
+            return m, buf[body_at:end]
+        if n < 11 or nxt > body_at:
+            return None
+        pos = nxt
+    return None
+
+
+_names_cache: dict[bytes, list[str]] = {}
+_MSG_UNPACK = rec.MSG_FIXED.unpack_from
+_MSG_ID_UNPACK = struct.Struct("<Q").unpack_from
+
+
+def _decode_cached(buf: bytes, start: int, end: int) -> rec.Message:
+    """rec.decode_message, with the names (queues, exchange, routing key) decoded once per
+    distinct run of name bytes: a backlog repeats the same few."""
+    msg_id, nq, nd, lprops, lbody = _MSG_UNPACK(buf, start)
+    body_at = end - lbody
+    props_at = body_at - lprops
+    blob = buf[start + 20 : props_at]
+    cache = _names_cache
+    names = cache.get(blob)
+    if names is None:
+        if props_at < start + 20:
+            raise ValueError("message lengths do not match the record")
+        names, p = rec._names(blob, 0, nq + nd + 2, len(blob))
+        if p != len(blob):
+            raise ValueError("message lengths do not match the record")
+        if len(cache) > _NAME_CACHE_MAX:
+            cache.clear()
+        cache[blob] = names
+    return rec.Message(
+        msg_id,
+        names[:nq],
+        names[nq : nq + nd],
+        names[-2],
+        names[-1],
+        buf[props_at:body_at],
+        body_at,
+        lbody,
+    )
+
+
+def _find_record(buf: bytes, lo: int, msg_id: int, body_at: int, body_len: int) -> _Found | None:
     """The MESSAGE record of msg_id whose body is buf[body_at:body_at+body_len], if in buf[lo:].
 
     The index knows where a body is, not where its record starts; the record is found by its id
@@ -622,7 +781,7 @@ def _find_record(
             continue
         if m.body_offset != body_at or _crc32(memoryview(buf)[pos + 8 : end]) != crc:
             continue
-        return StoredMessage(m.exchange, m.routing_key, m.properties, buf[body_at:end])
+        return m, buf[body_at:end]
 
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:
