@@ -104,6 +104,11 @@ def main() -> None:
         "its queue is deleted afterwards",
     )
     parser.add_argument("--reference-pid", type=int, help="pid to measure (default: port owner)")
+    parser.add_argument(
+        "--keep-queue",
+        action="store_true",
+        help="with --reference: leave the queue (a restart follows)",
+    )
     args = parser.parse_args()
     if args.reference:
         url = AmqpUrl.parse(args.reference)
@@ -114,10 +119,11 @@ def main() -> None:
         try:
             ref.update(_publish(url, pid, args.messages, args.size))
         finally:
-            conn = BlockingConnection(url)
-            conn.open_channel()
-            conn.queue_delete(QUEUE)
-            conn.close()
+            if not args.keep_queue:
+                conn = BlockingConnection(url)
+                conn.open_channel()
+                conn.queue_delete(QUEUE)
+                conn.close()
         print(json.dumps(ref, indent=2))
         return
 
