@@ -11,9 +11,21 @@ received for 1.5 x Keep Alive closes the connection) is a property of the socket
 the loop's real clock even when the broker core runs on a virtual one; wills and session expiry
 are core time and run on the broker's clock.
 
-All connections of a node share one `MQTTBroker` (sessions, retained messages), created with the
-first connection and kept per core `Broker`; its retained-message file lives in the node's
-data directory and is rewritten from the loop (`call_soon`) after a batch of changes.
+All connections of a node share one `MQTTBroker` (sessions, retained messages), kept per core
+`Broker`. The node creates it at start (`open_sessions`), after the journal's recovery and
+before the listeners open: the persistent sessions recorded in `<data_dir>/mqtt_sessions.json`
+come back then, offline until their clients connect, and from then on the registry is written
+there after each structural change (server/mqtt_sessions_file.py). The retained-message file
+lives in the same directory and is rewritten from the loop (`call_soon`) after a batch of
+changes.
+
+Graceful shutdown, in the node's order: `publish_wills` (before any connection closes) publishes
+the will of every connected client that has no Will Delay Interval, as Mosquitto does on
+shutdown: the server closing the connection is a connection ended without DISCONNECT 0x00
+(MQTT 5 3.1.2.5), and publishing them all first lets a subscriber that is still connected
+receive them. Each connection is then closed (DISCONNECT 0x8B); a will with a delay stays with
+its session, recorded on disk. `close_sessions`, once every connection is gone, writes the
+final registry (offline times, held wills, QoS 2 identifiers) and the retained file.
 """
 
 from __future__ import annotations
@@ -25,9 +37,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ferrymq.core.broker import Broker
+from ferrymq.protocols.mqtt import session_store
 from ferrymq.protocols.mqtt.broker import MQTTBroker
 from ferrymq.protocols.mqtt.connection import MQTTConnection, State
 from ferrymq.server._stream import HANDSHAKE_TIMEOUT, StreamProtocol
+from ferrymq.server.mqtt_sessions_file import SessionsFile
 
 if TYPE_CHECKING:
     from ferrymq.server.node import Node
@@ -46,24 +60,88 @@ class _ReadBatch:
         self.dirty: list[MQTTServerProtocol] = []
 
 
-_nodes: weakref.WeakKeyDictionary[Broker, tuple[MQTTBroker, _ReadBatch]] = (
-    weakref.WeakKeyDictionary()
-)
+class _NodeMQTT:
+    """What a node's MQTT connections share."""
+
+    __slots__ = ("batch", "mqtt", "sessions_file")
+
+    def __init__(self, mqtt: MQTTBroker, sessions_file: SessionsFile) -> None:
+        self.mqtt = mqtt
+        self.batch = _ReadBatch()
+        self.sessions_file = sessions_file
 
 
-def _shared_state(node: Node) -> tuple[MQTTBroker, _ReadBatch]:
+_nodes: weakref.WeakKeyDictionary[Broker, _NodeMQTT] = weakref.WeakKeyDictionary()
+
+
+def _shared_state(node: Node) -> _NodeMQTT:
     broker = node.broker
     state = _nodes.get(broker)
     if state is None:
         loop = asyncio.get_running_loop()
-        mqtt = MQTTBroker(broker, data_dir=Path(node.config.data_dir), defer=loop.call_soon)
-        state = _nodes[broker] = (mqtt, _ReadBatch())
+        data_dir = Path(node.config.data_dir)
+        mqtt = MQTTBroker(broker, data_dir=data_dir, defer=loop.call_soon)
+        registry = mqtt.sessions
+        sessions_file = SessionsFile(
+            data_dir / session_store.FILE_NAME,
+            lambda: session_store.snapshot(registry, broker.clock.wall()),
+            loop,
+        )
+        _restore(mqtt, sessions_file)
+        registry.writer = sessions_file
+        sessions_file.request()  # offline times and expiries as of this start
+        state = _nodes[broker] = _NodeMQTT(mqtt, sessions_file)
     return state
+
+
+def _restore(mqtt: MQTTBroker, sessions_file: SessionsFile) -> None:
+    try:
+        data = sessions_file.read()
+    except OSError as exc:
+        log.error("cannot read MQTT sessions from %s: %s", sessions_file.path, exc)
+        return
+    if data is None:
+        return
+    try:
+        records = session_store.decode_file(data)
+    except session_store.SessionFileError as exc:
+        bad = sessions_file.set_aside()
+        log.error(
+            "%s is unreadable (%s); moved to %s, starting with no MQTT sessions",
+            sessions_file.path,
+            exc,
+            bad,
+        )
+        return
+    session_store.restore(mqtt, records)
 
 
 def mqtt_broker_for(node: Node) -> MQTTBroker:
     """The node's shared MQTT state, created on first use."""
-    return _shared_state(node)[0]
+    return _shared_state(node).mqtt
+
+
+def open_sessions(node: Node) -> None:
+    """Create the node's MQTT state and restore its recorded sessions (before listening)."""
+    _shared_state(node)
+
+
+def publish_wills(node: Node) -> None:
+    """The broker is shutting down: publish connected clients' undelayed wills now, before any
+    connection closes (see the module docstring)."""
+    for protocol in list(node.connections):
+        if isinstance(protocol, MQTTServerProtocol) and protocol.conn is not None:
+            protocol.conn.publish_will_for_shutdown()
+
+
+async def close_sessions(node: Node) -> None:
+    """Every connection is gone: write the final session registry and retained messages."""
+    state = _nodes.get(node.broker)
+    if state is None:
+        return
+    await asyncio.sleep(0)  # aborted transports report connection_lost on the next iteration
+    state.mqtt.retained.flush()
+    await state.sessions_file.close()
 
 
 class MQTTServerProtocol(StreamProtocol):
@@ -81,8 +159,9 @@ class MQTTServerProtocol(StreamProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer, loopback = self._attach(transport)
-        mqtt, self._batch = _shared_state(self.node)
-        self.conn = MQTTConnection(mqtt, self, from_loopback=loopback, peer=peer)
+        state = _shared_state(self.node)
+        self._batch = state.batch
+        self.conn = MQTTConnection(state.mqtt, self, from_loopback=loopback, peer=peer)
         self._last_recv = self.loop.time()
         self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)
 

@@ -24,15 +24,14 @@ log = logging.getLogger("ferrymq.server")
 
 
 def _find_mqtt() -> Any:
-    """The MQTT listener class, if this build has one (it arrives with its own issue)."""
+    """The MQTT listener module, if this build has one (it arrives with its own issue)."""
     try:
-        module = importlib.import_module("ferrymq.server.mqtt_listener")
+        return importlib.import_module("ferrymq.server.mqtt_listener")
     except ImportError:
         return None
-    return getattr(module, "MQTTServerProtocol", None)
 
 
-_mqtt_protocol = _find_mqtt()
+_mqtt = _find_mqtt()
 
 
 class ListenError(Exception):
@@ -67,12 +66,14 @@ class Node:
         self.monitor = ResourceMonitor(self.broker, data_dir)
         self.monitor.store = self.store
         self.monitor.start()
+        if self.config.mqtt_port is not None and _mqtt is not None:
+            _mqtt.open_sessions(self)  # recorded MQTT sessions come back before any listener
         try:
             await self._listen(
                 "amqp", "AMQP", self.config.amqp_port, lambda: AMQPServerProtocol(self)
             )
-            if self.config.mqtt_port is not None and _mqtt_protocol is not None:
-                mqtt = _mqtt_protocol
+            if self.config.mqtt_port is not None and _mqtt is not None:
+                mqtt = _mqtt.MQTTServerProtocol
                 await self._listen("mqtt", "MQTT", self.config.mqtt_port, lambda: mqtt(self))
         except ListenError:
             await self.stop()
@@ -121,6 +122,8 @@ class Node:
             self._status_server = None
         for server in self._servers:
             server.close()
+        if _mqtt is not None:
+            _mqtt.publish_wills(self)  # MQTT wills reach subscribers before anyone is closed
         for protocol in list(self.connections):
             if protocol.conn is not None:
                 protocol.conn.shutdown()
@@ -133,6 +136,8 @@ class Node:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        if _mqtt is not None:
+            await _mqtt.close_sessions(self)  # MQTT sessions as the connections left them
         if self.store is not None:
             # waits for the writer: everything confirmed is on disk before we exit
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)

@@ -19,8 +19,13 @@ refused subscription is a SUBACK failure code). Nothing raised here escapes to t
 
 The Will Message (3.1.2.5) is published when the connection ends without a DISCONNECT of
 reason 0x00: the network failed, the keep alive expired, a protocol error, a session takeover,
-or a 5.0 DISCONNECT with any other reason (0x04 asks for it). With a Will Delay Interval the
-session holds it (session.py).
+the broker shutting down (as Mosquitto does), or a 5.0 DISCONNECT with any other reason (0x04
+asks for it). With a Will Delay Interval the session holds it (session.py), on disk for a
+persistent session, so a will held at shutdown is published after the restart when due.
+
+Topic aliases towards the client (3.3.2.3.4) are assigned up to the client's Topic Alias
+Maximum and then reused, least recently used first: a new mapping always carries the topic name
+with the alias, so the client replaces its mapping for that alias.
 """
 
 from __future__ import annotations
@@ -119,7 +124,9 @@ class MQTTConnection:
 
     __slots__ = (
         "_alarms",
+        "_aliases_free",
         "_aliases_in",
+        "_aliases_next",
         "_aliases_out",
         "_blocked",
         "_connect_expiry",
@@ -174,7 +181,9 @@ class MQTTConnection:
         self._counted = False
         self._routes: dict[str, tuple[str, bytes, bool]] | None = None
         self._aliases_in: dict[int, str] | None = None
-        self._aliases_out: dict[str, int] | None = None
+        self._aliases_out: dict[str, int] | None = None  # in order of last use
+        self._aliases_next = 1
+        self._aliases_free: list[int] = []
         self._published = False
         self._held_acks: list[bytes] = []
         self._needs_commit = False
@@ -305,10 +314,24 @@ class MQTTConnection:
             self._release(publish_will=True)
 
     def shutdown(self) -> None:
-        """The broker is stopping (0x8B); wills are not published for a broker shutdown."""
-        self._disconnect(
-            ReasonCode.SERVER_SHUTTING_DOWN, "server shutting down", publish_will=False
-        )
+        """The broker is stopping (0x8B). The connection ends without the client's DISCONNECT,
+        so its will is published (3.1.2.5), or held for its delay (and kept on disk)."""
+        self._disconnect(ReasonCode.SERVER_SHUTTING_DOWN, "server shutting down")
+
+    def publish_will_for_shutdown(self) -> None:
+        """Publish now a will that `shutdown` would publish at once, so every will of a broker
+        shutdown is out before the first connection closes. A delayed will is left to
+        `shutdown` (the session holds it)."""
+        will = self.will
+        session = self.session
+        if self.state != State.CONNECTED or will is None or session is None:
+            return
+        if self.will_delay <= 0 or session.expiry == 0:
+            self.will = None
+            try:
+                self.mqtt.publish(self.vhost, will)
+            except Exception:
+                log.exception("error publishing the will of %s at shutdown", self.peer)
 
     def keepalive_expired(self) -> None:
         """Nothing came within 1.5 x Keep Alive (MQTT-3.1.2-22): as if the network failed."""
@@ -558,6 +581,7 @@ class MQTTConnection:
         if qos:
             if qos == 2:
                 session.incoming_qos2.add(p.packet_id)  # type: ignore[union-attr]
+                self.mqtt.sessions.changed(session, write=False)
             reason = 0
             if self.version == MQTT_5 and not outcome.routed:
                 reason = ReasonCode.NO_MATCHING_SUBSCRIBERS
@@ -629,6 +653,7 @@ class MQTTConnection:
         seen = session.incoming_qos2
         if seen is not None and p.packet_id in seen:
             seen.discard(p.packet_id)
+            self.mqtt.sessions.changed(session, write=False)
             self.send(encode_ack(_PUBCOMP, p.packet_id, self.version))
         else:
             self.send(
@@ -742,23 +767,37 @@ class MQTTConnection:
     # -- what the session needs (session.Output) ---------------------------------------------------
 
     def outgoing_alias(self, topic: str) -> tuple[int, bool]:
-        """Topic Aliases we set up with a client that accepts them (3.3.2.3.4)."""
+        """Topic Aliases we set up with a client that accepts them (3.3.2.3.4): (alias, the
+        client knows it). Once all of the client's Topic Alias Maximum are in use, the least
+        recently used alias is taken for the new topic; the packet carries the topic name with
+        it (known is False), which replaces the client's mapping (MQTT-3.3.2-12 lets the
+        sender change a mapping at any time)."""
         if not self.alias_max_out:
             return 0, False
         aliases = self._aliases_out
         if aliases is None:
             aliases = self._aliases_out = {}
-        alias = aliases.get(topic)
+        alias = aliases.pop(topic, None)
         if alias is not None:
+            aliases[topic] = alias  # now the most recently used (dicts keep insertion order)
             return alias, True
-        if len(aliases) < self.alias_max_out:
-            alias = aliases[topic] = len(aliases) + 1
-            return alias, False
-        return 0, False
+        if self._aliases_free:
+            alias = self._aliases_free.pop()
+        elif self._aliases_next <= self.alias_max_out:
+            alias = self._aliases_next
+            self._aliases_next += 1
+        else:
+            alias = aliases.pop(next(iter(aliases)))  # least recently used
+        aliases[topic] = alias
+        return alias, False
 
     def drop_alias(self, topic: str) -> None:
+        """The packet that would have mapped `topic` was not sent: the alias is free again (the
+        client may still map it to an older topic; the next use sends the topic name)."""
         if self._aliases_out is not None:
-            self._aliases_out.pop(topic, None)
+            alias = self._aliases_out.pop(topic, None)
+            if alias is not None:
+                self._aliases_free.append(alias)
 
 
 _HANDLERS: dict[int, dict[type, Callable[[MQTTConnection, Any], None]]] = {

@@ -29,17 +29,23 @@ again with DUP set (MQTT-4.4.0-1); the Receive Maximum (or, for 3.x clients, our
 caps them (MQTT-3.3.4-9). Incoming QoS 2 packet identifiers are remembered until PUBREL, so a
 re-sent PUBLISH is not routed twice ("method B" of 4.3.3: exactly once).
 
-Persistence seam. Sessions are kept in memory (`SessionRegistry`) across disconnects within one
-broker run. When the journal lands, a journal-backed registry records a session's client id,
-expiry and subscriptions (their queues and messages are already durable queues and persistent
-messages), and recovery re-creates the `Session` objects; nothing else here changes.
+Persistence. Sessions live in memory (`SessionRegistry`); a persistent session's record (its
+subscriptions, QoS 0 ones included, its pending will, when it went offline, its QoS 2 packet
+identifiers) is written to disk by a writer the server gives the registry (session_store.py has
+the format, server/mqtt_sessions_file.py the file). Every change to what is recorded calls
+`SessionRegistry.changed`: structural changes (connect, disconnect, subscribe, unsubscribe, a
+will held or published, the end) ask for a rewrite; QoS 2 identifier changes only mark the
+session's cached record stale, so they ride along with the next rewrite and the shutdown one,
+and no message ever causes a write. The queued messages themselves are in durable queues and
+the journal. Expiry and will delays are kept as wall-clock times on disk, so a session's expiry
+continues across a restart (`resume_offline`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ferrymq.core.clock import TimerHandle
@@ -223,15 +229,15 @@ class OutFlight:
 
     def __init__(
         self,
-        message: MQTTMessage | ForeignView,
+        message: MQTTMessage | ForeignView | None,
         qos: int,
         retain: bool,
         sub_ids: list[int] | None,
-        entry: Entry,
-        queue: QueueType,
-        consumer: Consumer,
+        entry: Entry | None,
+        queue: QueueType | None,
+        consumer: Consumer | None,
     ) -> None:
-        self.message = message
+        self.message = message  # None only for a restored flight past PUBREC
         self.qos = qos
         self.retain = retain
         self.sub_ids = sub_ids
@@ -239,6 +245,14 @@ class OutFlight:
         self.queue: QueueType | None = queue
         self.consumer = consumer
         self.state = 0  # 0: PUBLISH sent; _PUBREL: PUBREL sent
+
+    @classmethod
+    def released(cls) -> OutFlight:
+        """A QoS 2 delivery restored past PUBREC: the message is the client's (4.3.3), only
+        the PUBREL / PUBCOMP exchange is left, so nothing but its packet identifier is kept."""
+        flight = cls(None, 2, False, None, None, None, None)
+        flight.state = _PUBREL
+        return flight
 
 
 class _NoAckSink:
@@ -290,9 +304,14 @@ class Session:
         "incoming_qos2",
         "inflight",
         "mqtt",
+        "offline_since",
+        "protocol_level",
+        "record_cache",
+        "recorded",
         "send_quota",
         "subscriptions",
         "vhost",
+        "will_due",
     )
 
     def __init__(self, mqtt: MQTTBroker, vhost: VHost, client_id: str, expiry: int) -> None:
@@ -317,6 +336,11 @@ class Session:
         self._expiry_timer: TimerHandle | None = None
         self._will_timer: TimerHandle | None = None
         self._will: MQTTMessage | None = None
+        self.will_due = 0.0  # wall-clock time the held will is published
+        self.offline_since: float | None = None  # wall-clock time the last connection ended
+        self.protocol_level = 0
+        self.record_cache: bytes | None = None  # session_store's encoding, until a change
+        self.recorded = False  # persistent at some point: the durable registry has it
         self.ended = False
         self.dropped = 0  # QoS 0 deliveries dropped for a backed-up subscriber
 
@@ -333,9 +357,12 @@ class Session:
         """A connection took this session (new or resumed): resend what is in flight, consume."""
         self.conn = conn
         self.send_quota = send_quota
+        self.protocol_level = conn.version
+        self.offline_since = None
         self._cancel_timers()
         self._will = None  # MQTT-3.1.3-9: a new connection before the delay cancels the will
         self._starved = False
+        self.mqtt.sessions.changed(self)
         for pid, flight in list(self.inflight.items()):
             self._resend(pid, flight)
         q0 = self._q0
@@ -357,8 +384,33 @@ class Session:
             self._drop_queue(q0)
         if self.expiry == 0:
             self.end()
-        elif self.expiry != SESSION_NEVER_EXPIRES:
+            return
+        self.offline_since = self.clock.wall()
+        if self.expiry != SESSION_NEVER_EXPIRES:
             self._expiry_timer = self.clock.call_at(self.clock.now() + self.expiry, self.end)
+        self.mqtt.sessions.changed(self)
+
+    def resume_offline(
+        self, offline_since: float, will: MQTTMessage | None, will_due: float
+    ) -> None:
+        """A session restored after a restart, offline: its expiry continues from when its
+        client went away, and its held will from the due time it had (published at once if
+        that passed while the broker was down). A session whose expiry passed ends here."""
+        self.offline_since = offline_since
+        wall = self.clock.wall()
+        if self.expiry != SESSION_NEVER_EXPIRES:
+            left = offline_since + self.expiry - wall
+            if left <= 0:
+                self._will = will  # end() publishes it: the session ended first or both passed
+                self.end()
+                return
+            self._expiry_timer = self.clock.call_at(self.clock.now() + left, self.end)
+        if will is not None:
+            if will_due <= wall:
+                self.mqtt.publish(self.vhost, will)
+            else:
+                self._hold_will(will, will_due)
+        self.mqtt.sessions.changed(self)
 
     def end(self) -> None:
         """The session ends (3.1.2.11.2): its queues, shared memberships and pending will go."""
@@ -394,15 +446,31 @@ class Session:
         if delay <= 0 or self.expiry == 0:
             self.mqtt.publish(self.vhost, will)
             return
+        self._hold_will(will, self.clock.wall() + delay)
+
+    def _hold_will(self, will: MQTTMessage, due: float) -> None:
+        """Keep `will` until the wall-clock time `due` unless the session resumes or ends first."""
         self._will = will
-        if self.expiry == SESSION_NEVER_EXPIRES or delay < self.expiry:
-            self._will_timer = self.clock.call_at(self.clock.now() + delay, self._will_due)
+        self.will_due = due
+        ends = None
+        if self.expiry != SESSION_NEVER_EXPIRES and self.offline_since is not None:
+            ends = self.offline_since + self.expiry
+        if ends is None or due < ends:
+            left = max(0.0, due - self.clock.wall())
+            self._will_timer = self.clock.call_at(self.clock.now() + left, self._will_due)
         # else: the session ends first, and end() publishes it
+        self.mqtt.sessions.changed(self)
+
+    @property
+    def held_will(self) -> MQTTMessage | None:
+        """The will waiting for its delay (3.1.3.2.2), if any."""
+        return self._will
 
     def _will_due(self) -> None:
         self._will_timer = None
         will, self._will = self._will, None
         if will is not None:
+            self.mqtt.sessions.changed(self)
             self.mqtt.publish(self.vhost, will)
 
     def _cancel_timers(self) -> None:
@@ -515,6 +583,7 @@ class Session:
                 slot.subs.remove(sub)
                 slot.subs.add(sub)
             self.subscriptions[sub.key] = sub
+            self.mqtt.sessions.changed(self)
             return old is not None, slot.queue
         if old is not None:
             self._remove_from_slot(old)
@@ -529,6 +598,7 @@ class Session:
         if slot.queue is not None:
             self._bind(slot.name, sub)
             self._start_consumer(slot)
+        self.mqtt.sessions.changed(self)
         return old is not None, slot.queue
 
     def unsubscribe(self, key: str) -> bool:
@@ -542,6 +612,7 @@ class Session:
                 self.mqtt.leave_shared(self.vhost, slot.name, self)
         else:
             self._remove_from_slot(sub)
+        self.mqtt.sessions.changed(self)
         return True
 
     def _remove_from_slot(self, sub: Subscription) -> None:
@@ -681,6 +752,7 @@ class Session:
         if flight.state == _PUBREL:
             conn.send(encode_ack(_PUBREL, pid, version))
             return
+        assert flight.message is not None
         conn.send(
             publish_packet(
                 flight.message,
@@ -718,12 +790,14 @@ class Session:
             return True
         flight.state = _PUBREL
         self._acks.append(flight)
+        self.mqtt.sessions.changed(self, write=False)
         return True
 
     def pubcomp(self, pid: int) -> None:
         flight = self.inflight.get(pid)
         if flight is not None and flight.state == _PUBREL:
             del self.inflight[pid]
+            self.mqtt.sessions.changed(self, write=False)
             if self._starved:
                 self._wake()
 
@@ -738,7 +812,7 @@ class Session:
                 if first.queue is not None and entries:
                     first.queue.ack(entries, first.consumer)
             else:
-                groups: dict[tuple[int, int], tuple[QueueType, Consumer, list[Entry]]] = {}
+                groups: dict[tuple[int, int], tuple[QueueType, Consumer | None, list[Entry]]] = {}
                 for f in acks:
                     if f.queue is None or f.entry is None:
                         continue
@@ -765,15 +839,34 @@ class Session:
         self._wake()
 
 
-class SessionRegistry:
-    """Sessions by (vhost, client id), kept in memory for the life of the broker process.
+class SnapshotWriter(Protocol):
+    """What the server gives the registry to keep it on disk (server/mqtt_sessions_file.py)."""
 
-    The seam for the journal (issue 3): `add`/`remove` are where a durable registry records
-    session state, and `restore` is where recovery will hand back the recorded sessions.
+    def request(self) -> None:
+        """Write the registry's snapshot soon (coalesced: many requests, one write)."""
+        ...
+
+
+class SessionRegistry:
+    """Sessions by (vhost, client id). With a `writer`, persistent sessions are recorded on
+    disk: `changed` is the one place that learns of a change, and `session_store.snapshot`
+    encodes the records (each session's cached until it changes again).
     """
 
     def __init__(self) -> None:
         self._sessions: dict[tuple[str, str], Session] = {}
+        self.writer: SnapshotWriter | None = None
+
+    def changed(self, session: Session, *, write: bool = True) -> None:
+        """Something recorded about `session` changed. `write=False` (QoS 2 identifiers) only
+        marks its record stale: it goes out with the next structural write."""
+        session.record_cache = None
+        if session.persistent:
+            session.recorded = True
+        elif not session.recorded:
+            return  # a clean session: never on disk
+        if write and self.writer is not None:
+            self.writer.request()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -788,10 +881,8 @@ class SessionRegistry:
         key = (session.vhost.name, session.client_id)
         if self._sessions.get(key) is session:
             del self._sessions[key]
+            if session.recorded and self.writer is not None:
+                self.writer.request()
 
     def __iter__(self) -> Iterator[Session]:
         return iter(list(self._sessions.values()))
-
-    def restore(self, factory: Callable[..., Session]) -> None:
-        """Recreate sessions recorded by a durable registry (none in memory-only mode)."""
-        return None

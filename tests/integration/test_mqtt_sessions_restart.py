@@ -1,0 +1,606 @@
+"""MQTT persistent sessions across a broker restart, against `ferrymq serve` as a subprocess with
+its own data directory: stopped with SIGTERM (graceful) or SIGKILL (kill -9), started again on
+the same directory. Clients are paho-mqtt (3.1.1 and 5.0) and, where a test must hold a QoS 2
+flow half-way (which no client library lets one do), a raw socket speaking through FerryMQ's
+own codec. Each test asserts what a client sees: CONNACK session present, the messages its
+subscriptions deliver, the wills its watchers receive, the acknowledgements it gets. Also here:
+outgoing topic aliases reused once a paho 5 client's Topic Alias Maximum is reached."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pika
+import pika.exceptions
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ferrymq.protocols.mqtt.codec import (
+    Connack,
+    Connect,
+    PacketDecoder,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    Subscribe,
+    SubscriptionRequest,
+    Will,
+    encode,
+)
+from ferrymq.protocols.mqtt.constants import MQTT_5, PropertyId
+
+pytestmark = pytest.mark.timeout(60)
+
+V311 = mqtt.MQTTv311
+V5 = mqtt.MQTTv5
+SESSIONS_FILE = "mqtt_sessions.json"
+
+
+class Server:
+    """`ferrymq serve` with MQTT on free loopback ports and a given data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[str] | None = None
+        self.mqtt_port = 0
+        self.amqp_port = 0
+        self.stderr: list[str] = []
+
+    def start(self) -> Server:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ferrymq",
+                "serve",
+                "--amqp-port",
+                "0",
+                "--mqtt-port",
+                "0",
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()))  # type: ignore[union-attr]
+        reader.start()
+        reader.join(30)
+        threading.Thread(target=self._drain, daemon=True).start()
+        if not line or not line[0].startswith("ferrymq ready"):
+            self.kill()
+            raise AssertionError(f"broker did not start: {line!r} {self.stderr[-20:]!r}")
+        words = dict(w.split("=", 1) for w in line[0].split()[2:])
+        self.mqtt_port = int(words["mqtt"].rsplit(":", 1)[1])
+        self.amqp_port = int(words["amqp"].rsplit(":", 1)[1])
+        return self
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for text in self.proc.stderr:
+            self.stderr.append(text.rstrip())
+
+    def stop(self) -> int:
+        """SIGTERM: the graceful shutdown an operator's service manager does."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(20)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def sessions(self) -> dict[str, Any]:
+        """The session file as the operator finds it, by client id."""
+        doc = json.loads((self.data_dir / SESSIONS_FILE).read_bytes())
+        return {s["client_id"]: s for s in doc["sessions"]}
+
+    def wait_for_file(self, check: Any, timeout: float = 5.0) -> dict[str, Any]:
+        """The session file once `check(sessions)` holds (it is written just after a change)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                sessions = self.sessions()
+            except (FileNotFoundError, ValueError):
+                sessions = {}
+            if check(sessions):
+                return sessions
+            if time.monotonic() > deadline:
+                raise AssertionError(f"session file never matched: {sessions!r}")
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[Server]]:
+    made: list[Server] = []
+    yield made
+    for s in made:
+        s.kill()
+
+
+def start(servers: list[Server], data_dir: Path) -> Server:
+    server = Server(data_dir).start()
+    servers.append(server)
+    return server
+
+
+class Client:
+    """A started paho client: received messages and events in order."""
+
+    def __init__(
+        self,
+        port: int,
+        client_id: str,
+        version: Any = V311,
+        *,
+        clean: bool = True,
+        expiry: int | None = None,
+        will: tuple[str, bytes, int, bool, Properties | None] | None = None,
+        connect_props: Properties | None = None,
+    ) -> None:
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean if version != V5 else None,
+            protocol=version,
+            reconnect_on_failure=False,
+        )
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.events: list[str] = []
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.session_present = False
+        self.disconnect_reason: Any = None
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        if will is not None:
+            topic, payload, qos, retain, props = will
+            self.client.will_set(topic, payload, qos, retain, props)
+        props = connect_props
+        if version == V5 and expiry is not None:
+            props = props or Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = expiry
+        if version == V5:
+            self.client.connect("127.0.0.1", port, 60, clean_start=clean, properties=props)
+        else:
+            self.client.connect("127.0.0.1", port, 60)
+        self.client.loop_start()
+        assert self.connected.wait(5), "no CONNACK"
+
+    def _on_message(self, c: Any, u: Any, m: mqtt.MQTTMessage) -> None:
+        self.events.append("message " + m.topic)
+        self.messages.put(m)
+
+    def _on_connect(self, c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.session_present = bool(flags.session_present)
+        self.connected.set()
+
+    def _on_disconnect(self, c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.events.append("disconnect")
+        self.disconnect_reason = rc
+        self.disconnected.set()
+
+    def subscribe(self, *args: Any, **kw: Any) -> None:
+        done = threading.Event()
+        self.client.on_subscribe = lambda *a: done.set()
+        self.client.subscribe(*args, **kw)
+        assert done.wait(5), "no SUBACK"
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, **kw: Any) -> None:
+        self.client.publish(topic, payload, qos, **kw).wait_for_publish(5)
+
+    def get(self, timeout: float = 5.0) -> mqtt.MQTTMessage:
+        return self.messages.get(timeout=timeout)
+
+    def nothing(self, wait: float = 0.3) -> bool:
+        try:
+            self.messages.get(timeout=wait)
+        except queue.Empty:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def crash(self) -> None:
+        """Drop the TCP connection without DISCONNECT, as a device losing power."""
+        self.client.loop_stop()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def gone(self) -> None:
+        """After the broker closed the connection: stop the network thread."""
+        self.client.loop_stop()
+
+
+class Raw:
+    """An MQTT 5 client over a plain socket, one packet at a time (FerryMQ's codec)."""
+
+    def __init__(
+        self, port: int, client_id: str, *, clean: bool, expiry: int, will: Will | None = None
+    ) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.decoder = PacketDecoder(MQTT_5)
+        self.pending: list[Any] = []
+        props = {PropertyId.SESSION_EXPIRY_INTERVAL: expiry}
+        self.send(Connect(MQTT_5, client_id, clean, 60, will, properties=props))
+        ack = self.recv()
+        assert isinstance(ack, Connack) and ack.reason_code == 0, ack
+        self.connack = ack
+
+    def send(self, *packets: Any) -> None:
+        self.sock.sendall(b"".join(encode(p, MQTT_5) for p in packets))
+
+    def recv(self, timeout: float = 5.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while not self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no packet")
+            self.sock.settimeout(left)
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("connection closed")
+            self.pending += self.decoder.feed(data)
+        return self.pending.pop(0)
+
+    def quiet(self, wait: float = 0.3) -> bool:
+        try:
+            packet = self.recv(wait)
+        except TimeoutError:
+            return True
+        raise AssertionError(f"unexpected {packet!r}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def v5_props(packet: int, **values: Any) -> Properties:
+    props = Properties(packet)
+    for name, value in values.items():
+        setattr(props, name, value)
+    return props
+
+
+# -- subscriptions ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [V311, V5], ids=["3.1.1", "5.0"])
+def test_subscriptions_deliver_after_a_graceful_restart(
+    tmp_path: Path, servers: list[Server], version: Any
+) -> None:
+    first = start(servers, tmp_path)
+    expiry = 3600 if version == V5 else None
+    away = Client(first.mqtt_port, "away", version, clean=False, expiry=expiry)
+    sub_props = v5_props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=9) if version == V5 else None
+    away.subscribe([("zero/#", 0), ("one/#", 1)], properties=sub_props)
+    away.close()
+    online = Client(first.mqtt_port, "online", version, clean=False, expiry=expiry)
+    online.subscribe("zero/#", 0)  # QoS 0 only, and connected through the shutdown
+    pub = Client(first.mqtt_port, "pub")
+    pub.publish("one/queued", b"kept", 1)
+    pub.close()
+    assert first.stop() == 0
+    online.gone()
+
+    second = start(servers, tmp_path)
+    again = Client(second.mqtt_port, "away", version, clean=False, expiry=expiry)
+    assert again.session_present
+    m = again.get()
+    assert (m.topic, m.payload, m.qos) == ("one/queued", b"kept", 1)
+    back = Client(second.mqtt_port, "online", version, clean=False, expiry=expiry)
+    assert back.session_present
+    pub = Client(second.mqtt_port, "pub")
+    pub.publish("zero/live", b"z", 0)
+    pub.publish("one/live", b"o", 1)
+    live = [again.get(), again.get()]
+    got = sorted((m.topic, m.payload, m.qos) for m in live)
+    assert got == [("one/live", b"o", 1), ("zero/live", b"z", 0)]
+    if version == V5:  # the options came back too
+        assert [m.properties.SubscriptionIdentifier for m in live] == [[9], [9]]
+    m = back.get()
+    assert (m.topic, m.payload, m.qos) == ("zero/live", b"z", 0)
+    for c in (again, back, pub):
+        c.close()
+
+
+def test_subscriptions_survive_kill_9(tmp_path: Path, servers: list[Server]) -> None:
+    first = start(servers, tmp_path)
+    c = Client(first.mqtt_port, "k", V5, clean=False, expiry=3600)
+    opts = mqtt.SubscribeOptions(qos=0, noLocal=True)
+    c.subscribe([("k/zero", opts), ("k/one", mqtt.SubscribeOptions(qos=1))])
+    c.close()
+    connected = Client(first.mqtt_port, "k-online", V5, clean=False, expiry=3600)
+    connected.subscribe("k/zero", 0)
+    first.wait_for_file(
+        lambda s: (
+            len(s.get("k", {}).get("subscriptions", [])) == 2
+            and s["k"]["offline_since"] is not None
+            and "k-online" in s
+            and s["k-online"]["subscriptions"]
+        )
+    )
+    first.kill()
+    connected.gone()
+
+    second = start(servers, tmp_path)
+    again = Client(second.mqtt_port, "k", V5, clean=False, expiry=3600)
+    assert again.session_present
+    other = Client(second.mqtt_port, "k-online", V5, clean=False, expiry=3600)
+    assert other.session_present
+    again.publish("k/zero", b"mine", 0)  # No Local: not back to its own session
+    pub = Client(second.mqtt_port, "pub")
+    pub.publish("k/zero", b"z", 0)
+    pub.publish("k/one", b"o", 1)
+    got = sorted((m.topic, m.payload, m.qos) for m in (again.get(), again.get()))
+    assert got == [("k/one", b"o", 1), ("k/zero", b"z", 0)]
+    assert again.nothing()
+    assert sorted(other.get().payload for _ in range(2)) == [b"mine", b"z"]
+    for x in (again, other, pub):
+        x.close()
+
+
+# -- expiry ----------------------------------------------------------------------------------------
+
+
+def _queue_exists(server: Server, name: str) -> bool:
+    conn = pika.BlockingConnection(
+        pika.URLParameters(f"amqp://guest:guest@127.0.0.1:{server.amqp_port}/%2F")
+    )
+    try:
+        conn.channel().queue_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        assert exc.reply_code == 404
+        return False
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
+def test_session_expiry_continues_across_the_restart(tmp_path: Path, servers: list[Server]) -> None:
+    first = start(servers, tmp_path)
+    brief = Client(first.mqtt_port, "brief", V5, clean=False, expiry=3)
+    brief.subscribe("e/+", 1)
+    brief.close()
+    went_away = time.monotonic()
+    lasting = Client(first.mqtt_port, "lasting", V5, clean=False, expiry=3600)
+    lasting.subscribe("e/+", 1)
+    lasting.close()
+    pub = Client(first.mqtt_port, "pub")
+    pub.publish("e/x", b"queued", 1)
+    pub.close()
+    assert first.stop() == 0
+    assert time.monotonic() - went_away < 3, "the broker must stop before the expiry passes"
+    assert first.sessions()["brief"]["expiry"] == 3  # still there when the broker stopped
+    time.sleep(max(0.0, 3.5 - (time.monotonic() - went_away)))
+
+    second = start(servers, tmp_path)
+    second.wait_for_file(lambda s: "brief" not in s and "lasting" in s)
+    assert not _queue_exists(second, "mqtt-subscription-briefqos1")
+    again = Client(second.mqtt_port, "brief", V5, clean=False, expiry=3)
+    assert not again.session_present
+    assert again.nothing()
+    kept = Client(second.mqtt_port, "lasting", V5, clean=False, expiry=3600)
+    assert kept.session_present
+    assert kept.get().payload == b"queued"
+    again.close()
+    kept.close()
+
+
+# -- wills -----------------------------------------------------------------------------------------
+
+
+def _will(topic: str, payload: bytes, delay: int | None) -> tuple[str, bytes, int, bool, Any]:
+    props = None
+    if delay is not None:
+        props = v5_props(PacketTypes.WILLMESSAGE, WillDelayInterval=delay)
+    return topic, payload, 1, False, props
+
+
+def test_held_wills_are_published_after_the_restart(tmp_path: Path, servers: list[Server]) -> None:
+    first = start(servers, tmp_path)
+    watcher = Client(first.mqtt_port, "watcher", V311, clean=False)
+    watcher.subscribe("status/#", 1)
+    watcher.close()
+    delays = {"passed": 2, "later": 5, "back": 6}
+    devices = []
+    for name, delay in delays.items():
+        will = Will(f"status/{name}", b"offline", 1, False, {PropertyId.WILL_DELAY_INTERVAL: delay})
+        devices.append(Raw(first.mqtt_port, name, clean=True, expiry=3600, will=will))
+    for d in devices:
+        d.close()  # the network drops: no DISCONNECT
+    crashed = time.monotonic()
+    first.wait_for_file(lambda s: all(s.get(n, {}).get("will") for n in delays))
+    assert first.stop() == 0
+    assert time.monotonic() - crashed < 1.8, "the broker must be down before the first is due"
+    time.sleep(max(0.0, 2.3 - (time.monotonic() - crashed)))
+
+    second = start(servers, tmp_path)
+    back = Raw(second.mqtt_port, "back", clean=False, expiry=3600)  # well before its 6 s
+    assert back.connack.session_present
+    w = Client(second.mqtt_port, "watcher", V311, clean=False)
+    assert w.session_present
+    m = w.get()  # its delay passed while the broker was down: published at the start
+    assert (m.topic, m.payload) == ("status/passed", b"offline")
+    m = w.get(timeout=5)  # due 5 s after the crash, on the restarted broker
+    assert (m.topic, m.payload) == ("status/later", b"offline")
+    assert time.monotonic() - crashed >= 4.8
+    time.sleep(max(0.0, 6.5 - (time.monotonic() - crashed)))
+    assert w.nothing()  # "back" came back in time: its will is gone
+    w.close()
+    back.close()
+
+
+def test_wills_on_a_graceful_shutdown(tmp_path: Path, servers: list[Server]) -> None:
+    """As Mosquitto: the broker closing a connection publishes its will. Undelayed wills are
+    all out before the first connection closes; a delayed one is kept for after the restart."""
+    first = start(servers, tmp_path)
+    offline = Client(first.mqtt_port, "offline-watcher", V311, clean=False)
+    offline.subscribe("lw/#", 1)
+    offline.close()
+    live = Client(first.mqtt_port, "live-watcher", V5)
+    live.subscribe("lw/#", 0)
+    plain = Client(first.mqtt_port, "plain", V311, will=("lw/plain", b"bye", 1, False, None))
+    delayed = Client(
+        first.mqtt_port,
+        "delayed",
+        V5,
+        clean=False,
+        expiry=3600,
+        will=_will("lw/delayed", b"later", 2),
+    )
+    stopping = time.monotonic()
+    assert first.stop() == 0
+    assert live.disconnected.wait(5)
+    # the will reached the connected watcher before its own DISCONNECT (0x8B)
+    assert live.events == ["message lw/plain", "disconnect"]
+    assert str(live.disconnect_reason) == "Server shutting down"
+    for c in (live, plain, delayed):
+        c.gone()
+
+    second = start(servers, tmp_path)
+    w = Client(second.mqtt_port, "offline-watcher", V311, clean=False)
+    assert w.session_present
+    m = w.get()
+    assert (m.topic, m.payload) == ("lw/plain", b"bye")
+    m = w.get(timeout=5)
+    assert (m.topic, m.payload) == ("lw/delayed", b"later")
+    assert time.monotonic() - stopping >= 1.8  # held for its 2 s across the restart
+    assert w.nothing()
+    w.close()
+
+
+# -- QoS 2 -----------------------------------------------------------------------------------------
+
+
+def test_qos2_flows_resume_after_a_graceful_restart(tmp_path: Path, servers: list[Server]) -> None:
+    first = start(servers, tmp_path)
+    sub = Raw(first.mqtt_port, "q2-sub", clean=True, expiry=3600)
+    sub.send(Subscribe(1, [SubscriptionRequest("q2", 2)]))
+    assert sub.recv().reason_codes == [2]
+    pub = Raw(first.mqtt_port, "q2-pub", clean=True, expiry=3600)
+    pub.send(Publish("q2", b"exactly once", 2, packet_id=7))
+    assert pub.recv() == PubRec(7)  # the publisher stops here: no PUBREL yet
+    delivery = sub.recv()
+    assert isinstance(delivery, Publish) and delivery.payload == b"exactly once"
+    sub.send(PubRec(delivery.packet_id))
+    assert sub.recv() == PubRel(delivery.packet_id)  # the subscriber stops here: no PUBCOMP
+    assert first.stop() == 0
+    pub.close()
+    sub.close()
+
+    second = start(servers, tmp_path)
+    sub = Raw(second.mqtt_port, "q2-sub", clean=False, expiry=3600)
+    assert sub.connack.session_present
+    assert sub.recv() == PubRel(delivery.packet_id)  # asked again (MQTT-4.4.0-1)
+    sub.send(PubComp(delivery.packet_id))
+    pub = Raw(second.mqtt_port, "q2-pub", clean=False, expiry=3600)
+    assert pub.connack.session_present
+    pub.send(Publish("q2", b"exactly once", 2, dup=True, packet_id=7))
+    assert pub.recv() == PubRec(7)
+    pub.send(PubRel(7))
+    assert pub.recv() == PubComp(7)  # reason 0x00, not 0x92 (identifier not found)
+    assert sub.quiet()  # the re-sent PUBLISH was not routed a second time
+    pub.send(Publish("q2", b"next", 2, packet_id=8))
+    assert pub.recv() == PubRec(8)
+    nxt = sub.recv()
+    assert isinstance(nxt, Publish) and nxt.payload == b"next" and not nxt.dup
+    pub.close()
+    sub.close()
+
+
+# -- nothing left behind ---------------------------------------------------------------------------
+
+
+def test_clean_sessions_leave_nothing_in_the_file(tmp_path: Path, servers: list[Server]) -> None:
+    first = start(servers, tmp_path)
+    for c in (
+        Client(first.mqtt_port, "c311", V311, clean=True),
+        Client(first.mqtt_port, "c5", V5, clean=False, expiry=0),
+    ):
+        c.subscribe("x/#", 1)
+        c.close()
+    ended = Client(first.mqtt_port, "ended", V5, clean=False, expiry=3600)
+    ended.subscribe("x/#", 1)
+    ended.close()
+    first.wait_for_file(lambda s: "ended" in s)
+    Client(first.mqtt_port, "ended", V5, clean=True, expiry=0).close()  # Clean Start ends it
+    zeroed = Client(first.mqtt_port, "zeroed", V5, clean=False, expiry=3600)
+    zeroed.subscribe("x/#", 0)
+    zeroed.client.disconnect(properties=v5_props(PacketTypes.DISCONNECT, SessionExpiryInterval=0))
+    zeroed.client.loop_stop()
+    first.wait_for_file(lambda s: not s)
+    assert first.stop() == 0
+    assert first.sessions() == {}
+
+    second = start(servers, tmp_path)
+    for cid, version in (("c311", V311), ("c5", V5), ("ended", V5), ("zeroed", V5)):
+        c = Client(second.mqtt_port, cid, version, clean=version == V311, expiry=0)
+        assert not c.session_present
+        c.close()
+    assert not _queue_exists(second, "mqtt-subscription-endedqos1")
+
+
+# -- topic aliases -------------------------------------------------------------------------------
+
+
+def test_topic_aliases_are_reused_past_the_clients_maximum(broker: Any) -> None:
+    """A paho 5 client that allows 3 aliases receives 12 topics: every message arrives with its
+    own topic. paho hands over the packet's topic and Topic Alias as they are; the test keeps
+    the alias map a client must keep (3.3.2.3.4)."""
+    if getattr(broker, "mqtt_port", None) is None:
+        pytest.skip("no MQTT listener")
+    port = int(broker.mqtt_port)
+    sub = Client(
+        port, "aliased", V5, connect_props=v5_props(PacketTypes.CONNECT, TopicAliasMaximum=3)
+    )
+    sub.subscribe("al/#", 1)
+    pub = Client(port, "alias-pub", V5)
+    topics = [f"al/{i % 12}/a/rather/long/topic/name" for i in range(40)]
+    for i, topic in enumerate(topics):
+        pub.publish(topic, topic.encode(), i % 2)
+    aliases: dict[int, str] = {}
+    used: dict[int, set[str]] = {}
+    for _ in topics:
+        m = sub.get()
+        alias = getattr(m.properties, "TopicAlias", None)
+        topic = m.topic
+        if alias is not None:
+            assert 1 <= alias <= 3
+            if topic:
+                aliases[alias] = topic  # a new mapping carries the topic name
+            else:
+                topic = aliases[alias]
+            used.setdefault(alias, set()).add(topic)
+        assert topic == m.payload.decode()
+    assert sub.nothing()
+    assert set(used) == {1, 2, 3}
+    assert all(len(t) > 1 for t in used.values())  # each alias served several topics
+    sub.close()
+    pub.close()
