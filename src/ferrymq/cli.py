@@ -128,6 +128,12 @@ def status(data_dir: str | None, as_json: bool) -> None:
             f"store: fsync={store['fsync']} "
             + " ".join(f"{k}={v}" for k, v in store.items() if k != "fsync")
         )
+    if "mqtt" in doc:
+        mqtt = doc["mqtt"]
+        click.echo(
+            f"mqtt: {mqtt['sessions']} sessions ({mqtt['online']} online, "
+            f"{mqtt['persistent']} persistent)"
+        )
     click.echo(f"queues: {len(doc['queues'])}")
     for q in doc["queues"]:
         click.echo(

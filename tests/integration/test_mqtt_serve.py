@@ -63,3 +63,25 @@ def test_no_mqtt(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_status_counts_mqtt_sessions(tmp_path: Path) -> None:
+    proc, listeners = _serve(tmp_path, "--mqtt-port", "0")
+    try:
+        host, port = listeners["mqtt"].rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as sock:
+            # MQTT 3.1.1 CONNECT, Clean Session 0 (a persistent session), client id "st"
+            body = b"\x00\x04MQTT\x04\x00\x00\x3c\x00\x02st"
+            sock.sendall(bytes((0x10, len(body))) + body)
+            assert sock.recv(4) == b"\x20\x02\x00\x00"
+            out = subprocess.run(
+                [sys.executable, "-m", "ferrymq", "status", "--data-dir", str(tmp_path)],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+            assert out.returncode == 0, out.stderr
+            assert "mqtt: 1 sessions (1 online, 1 persistent)" in out.stdout
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -121,6 +121,20 @@ def mqtt_broker_for(node: Node) -> MQTTBroker:
     return _shared_state(node).mqtt
 
 
+def mqtt_status(node: Node) -> dict[str, int] | None:
+    """MQTT figures for `ferrymq status`; None before the MQTT state exists."""
+    state = _nodes.get(node.broker)
+    if state is None:
+        return None
+    sessions = list(state.mqtt.sessions)
+    return {
+        "sessions": len(sessions),
+        "online": sum(1 for s in sessions if s.conn is not None),
+        "persistent": sum(1 for s in sessions if s.persistent),
+        "session_file_writes": state.sessions_file.writes,
+    }
+
+
 def open_sessions(node: Node) -> None:
     """Create the node's MQTT state and restore its recorded sessions (before listening)."""
     _shared_state(node)

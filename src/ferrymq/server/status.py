@@ -21,6 +21,14 @@ if TYPE_CHECKING:
 SOCKET_NAME = "status.sock"
 
 
+def _mqtt_status(node: Node) -> dict[str, int] | None:
+    try:
+        from ferrymq.server.mqtt_listener import mqtt_status
+    except ImportError:  # a build without MQTT
+        return None
+    return mqtt_status(node)
+
+
 def node_status(node: Node) -> dict[str, Any]:
     broker = node.broker
     monitor = node.monitor
@@ -53,6 +61,9 @@ def node_status(node: Node) -> dict[str, Any]:
             "high_watermark_bytes": monitor.memory_limit,
         }
         status["disk"] = {"free_bytes": monitor.disk_free, "free_limit_bytes": monitor.disk_limit}
+    mqtt = _mqtt_status(node)
+    if mqtt is not None:
+        status["mqtt"] = mqtt
     if node.store is not None:
         status["store"] = {
             "fsync": node.config.fsync,

@@ -3,8 +3,9 @@
 `codec` is the sans-IO packet codec (both directions); `connection.MQTTConnection` is the
 server's per-connection state machine; `session` maps sessions and subscriptions onto core
 queues and bindings; `broker.MQTTBroker` holds what connections share (sessions, retained
-messages, shared-subscription groups); `topics` and `mapping` hold the MQTT <-> AMQP naming
-and property mapping (docs/mqtt.md).
+messages, shared-subscription groups); `session_store` is the record of persistent sessions
+that survives a restart (its file I/O is server/mqtt_sessions_file.py); `topics` and `mapping`
+hold the MQTT <-> AMQP naming and property mapping (docs/mqtt.md).
 """
 
 from __future__ import annotations
