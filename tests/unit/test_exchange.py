@@ -388,12 +388,18 @@ def test_topic_unbind_destination_clears_trie_entries() -> None:
     assert names(x.route("")) == {"t6", "t17", "t24"}
 
 
-def test_topic_route_ignores_headers_and_returns_fresh_sets() -> None:
+def test_topic_route_ignores_headers_and_memo_follows_bindings() -> None:
     x = TopicExchange("t")
     x.bind(Binding(q("a"), "a.*"))
     r = x.route("a.b", {"x-match": "all"})
     assert r == {q("a")}
-    assert r is not x.route("a.b")
+    assert x.route("a.b") is r  # remembered until a binding changes
+    assert x.route("c") == set()
+    x.bind(Binding(q("b"), "#"))
+    assert x.route("a.b") == {q("a"), q("b")}
+    assert x.route("c") == {q("b")}
+    x.unbind(Binding(q("a"), "a.*"))
+    assert x.route("a.b") == {q("b")}
 
 
 def test_topic_hash_limit_is_opt_in() -> None:

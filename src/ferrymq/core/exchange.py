@@ -385,6 +385,9 @@ class FanoutExchange(Exchange):
         return found
 
 
+_TOPIC_MEMO_MAX = 4096  # routing keys whose match a topic exchange remembers
+
+
 class TopicExchange(Exchange):
     """Routes by pattern (``*`` one word, ``#`` zero or more) through a :class:`TopicTrie`.
 
@@ -397,12 +400,15 @@ class TopicExchange(Exchange):
 
     type = "topic"
 
-    __slots__ = ("_counts", "_trie", "max_hash_wildcards")
+    __slots__ = ("_counts", "_memo", "_trie", "max_hash_wildcards")
 
     def _setup(self) -> None:
         # (pattern, destination) -> number of bindings; the trie holds each pair once.
         self._counts: dict[tuple[str, Hashable], int] = {}
         self._trie = TopicTrie()
+        # routing key -> its match, until a binding changes: publishers repeat their topics,
+        # and a dict lookup is a fraction of a trie walk (bounded: cleared when full)
+        self._memo: dict[str, frozenset[Hashable]] = {}
         self.max_hash_wildcards: int | None = None
 
     def validate_binding(self, binding: Binding) -> None:
@@ -424,6 +430,7 @@ class TopicExchange(Exchange):
         self._counts[pair] = n + 1
         if n == 0:
             self._trie.add(binding.routing_key, binding.destination)
+            self._memo.clear()
 
     def _removed(self, binding: Binding) -> None:
         pair = (binding.routing_key, binding.destination)
@@ -433,12 +440,19 @@ class TopicExchange(Exchange):
         else:
             del self._counts[pair]
             self._trie.remove(binding.routing_key, binding.destination)
+            self._memo.clear()
 
     def route(
         self, routing_key: str, headers: Mapping[str, Any] | None = None
     ) -> AbstractSet[Hashable]:
-        """Destinations whose pattern matches ``routing_key``; a new set."""
-        return self._trie.match(routing_key)
+        """Destinations whose pattern matches ``routing_key`` (shared: do not modify)."""
+        memo = self._memo
+        dests = memo.get(routing_key)
+        if dests is None:
+            if len(memo) >= _TOPIC_MEMO_MAX:
+                memo.clear()
+            dests = memo[routing_key] = frozenset(self._trie.match(routing_key))
+        return dests
 
 
 # -- headers ------------------------------------------------------------------------------
