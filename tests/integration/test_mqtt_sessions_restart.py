@@ -535,6 +535,59 @@ def test_qos2_flows_resume_after_a_graceful_restart(tmp_path: Path, servers: lis
     sub.close()
 
 
+def test_unacknowledged_deliveries_keep_their_packet_ids_across_a_graceful_restart(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """MQTT-4.4.0-1: unacknowledged PUBLISHes are sent again with their original identifiers,
+    so a client that hands a QoS 2 message over on PUBLISH sees the re-send as the duplicate it
+    is, and not as a second message."""
+    first = start(servers, tmp_path)
+    sub = Raw(first.mqtt_port, "pid-sub", clean=True, expiry=3600)
+    sub.send(Subscribe(1, [SubscriptionRequest("pid/+", 2)]))
+    assert sub.recv().reason_codes == [2]
+    pub = Raw(first.mqtt_port, "pid-pub", clean=True, expiry=0)
+    pub.send(Publish("pid/a", b"answered", 2, packet_id=2))
+    assert pub.recv() == PubRec(2)
+    pub.send(PubRel(2))
+    assert pub.recv() == PubComp(2)
+    done = sub.recv()
+    assert isinstance(done, Publish) and done.payload == b"answered"
+    sub.send(PubRec(done.packet_id))
+    assert sub.recv() == PubRel(done.packet_id)
+    sub.send(PubComp(done.packet_id))  # so the next delivery's identifier is not the first
+    pub.send(Publish("pid/a", b"unanswered", 2, packet_id=3))
+    assert pub.recv() == PubRec(3)
+    pub.send(PubRel(3))
+    assert pub.recv() == PubComp(3)
+    first_try = sub.recv()
+    assert isinstance(first_try, Publish) and first_try.payload == b"unanswered"
+    assert first_try.packet_id != done.packet_id
+    # the subscriber sends no PUBREC: the broker still owns the message when it stops
+    assert first.stop() == 0
+    pub.close()
+    sub.close()
+
+    second = start(servers, tmp_path)
+    sub = Raw(second.mqtt_port, "pid-sub", clean=False, expiry=3600)
+    assert sub.connack.session_present
+    again = sub.recv()
+    assert isinstance(again, Publish) and again.payload == b"unanswered"
+    assert again.packet_id == first_try.packet_id and again.dup
+    sub.send(PubRec(again.packet_id))
+    assert sub.recv() == PubRel(again.packet_id)
+    sub.send(PubComp(again.packet_id))
+    assert sub.quiet()  # once
+    pub = Raw(second.mqtt_port, "pid-pub2", clean=True, expiry=0)
+    pub.send(Publish("pid/b", b"fresh", 2, packet_id=4))
+    assert pub.recv() == PubRec(4)
+    pub.send(PubRel(4))
+    assert pub.recv() == PubComp(4)
+    fresh = sub.recv()
+    assert isinstance(fresh, Publish) and fresh.payload == b"fresh" and not fresh.dup
+    sub.close()
+    pub.close()
+
+
 # -- nothing left behind ---------------------------------------------------------------------------
 
 

@@ -122,6 +122,7 @@ _records = st.builds(
     st.one_of(st.none(), _wills),
     _ids,
     _ids,
+    st.lists(st.tuples(st.integers(1, 0xFFFF), st.integers(1, 2**40)), max_size=3).map(tuple),
 )
 
 
@@ -158,6 +159,8 @@ def test_damaged_files_are_refused_and_bad_records_skipped() -> None:
         ),
         encode_record(SessionRecord("/", "e", 5, 60, None)).replace(b'"expiry":60', b'"expiry":0'),
         encode_record(SessionRecord("/", "t", 5, 60, True)),  # type: ignore[arg-type]
+        encode_record(SessionRecord("/", "r", 5, 60, None, resume=((0, 5),))),  # id 0
+        encode_record(SessionRecord("/", "m", 5, 60, None, resume=((7, -1),))),  # msg id < 1
     ]
     data = encode_file([bad_parts[0], encode_record(good), *bad_parts[1:]], WALL)
     assert decode_file(data) == [good]

@@ -155,6 +155,10 @@ async def close_sessions(node: Node) -> None:
         return
     await asyncio.sleep(0)  # aborted transports report connection_lost on the next iteration
     state.mqtt.retained.flush()
+    registry = state.mqtt.sessions
+    registry.final = True  # the records now name each unacknowledged PUBLISH's identifier
+    for session in registry:
+        session.record_cache = None
     await state.sessions_file.close()
 
 

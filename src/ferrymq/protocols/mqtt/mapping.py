@@ -58,6 +58,11 @@ FORWARDED = (
 
 _RAW_QOS0 = encode_properties(BasicProperties(delivery_mode=1))
 _RAW_QOS1 = encode_properties(BasicProperties(delivery_mode=2))
+# A QoS 2 publish says so in a header (RabbitMQ's MQTT plugin name): AMQP's delivery mode only
+# tells QoS 0 from QoS 1+, and a QoS 2 message read back from the journal after a restart must
+# still be delivered at QoS 2 to a QoS 2 subscription.
+PUBLISH_QOS_HEADER = "x-mqtt-publish-qos"
+_RAW_QOS2 = encode_properties(BasicProperties(delivery_mode=2, headers={PUBLISH_QOS_HEADER: 2}))
 
 
 class MQTTMessage(Message):
@@ -97,7 +102,10 @@ class MQTTMessage(Message):
         plain: bool | None = None,
     ) -> None:
         expiry = props.get(PropertyId.MESSAGE_EXPIRY_INTERVAL) if props else None
-        raw = amqp_properties(qos, props) if props else _RAW_QOS1 if qos else _RAW_QOS0
+        if props:
+            raw = amqp_properties(qos, props)
+        else:
+            raw = _RAW_QOS0 if not qos else _RAW_QOS1 if qos == 1 else _RAW_QOS2
         Message.__init__(
             self,
             exchange,
@@ -189,7 +197,9 @@ class ForeignView:
             self.props_v5 = b""
             return
         props = message.properties
-        self.qos = 1 if props.delivery_mode == 2 else 0
+        self.qos = 0
+        if props.delivery_mode == 2:
+            self.qos = 2 if (props.headers or {}).get(PUBLISH_QOS_HEADER) == 2 else 1
         self.props_v5 = encode_property_body(mqtt_properties(props))
 
 
@@ -235,6 +245,8 @@ def amqp_properties(qos: int, props: Properties) -> bytes:
     for name, value in props.get(PropertyId.USER_PROPERTY, ()):
         if name not in headers and len(name.encode("utf-8")) <= 255:
             headers[name] = value
+    if qos == 2:
+        headers[PUBLISH_QOS_HEADER] = 2
     response_topic = props.get(PropertyId.RESPONSE_TOPIC)
     if response_topic is not None:
         headers["x-reply-to-topic"] = topic_to_routing_key(response_topic)
@@ -291,6 +303,8 @@ def mqtt_properties(props: Any) -> Properties:
     if props.correlation_id is not None:
         correlation = props.correlation_id.encode("utf-8", "surrogateescape")
     for name, value in headers.items():
+        if name == PUBLISH_QOS_HEADER:
+            continue  # ours (QoS 2 across a restart), not the publisher's user property
         if name == "x-reply-to-topic" and isinstance(value, str):
             topic = routing_key_to_topic(value)
             if topic_name_error(topic) is None:

@@ -308,6 +308,7 @@ class Session:
         "protocol_level",
         "record_cache",
         "recorded",
+        "resume_pids",
         "send_quota",
         "subscriptions",
         "vhost",
@@ -328,6 +329,9 @@ class Session:
         self._shared: dict[str, QueueSlot] = {}  # subscription key -> slot
         self.inflight: dict[int, OutFlight] = {}
         self.incoming_qos2: set[int] | None = None  # incoming QoS 2 ids awaiting PUBREL
+        # After a graceful restart: journal msg_id -> the packet id its unacknowledged PUBLISH
+        # had, so the re-send keeps it (MQTT-4.4.0-1); those ids are not handed out meanwhile.
+        self.resume_pids: dict[int, int] = {}
         self.send_quota = 65535
         self._next_pid = 1
         self._acks: list[OutFlight] = []
@@ -721,9 +725,17 @@ class Session:
             if not consumer.no_ack:
                 queue.ack((entry,), consumer)
             return
-        pid = self._allocate_pid()
+        pid = 0
+        resume = self.resume_pids
+        if resume:
+            pid = resume.pop(entry.message.id, 0)
+            if pid in self.inflight:
+                pid = 0
+        dup = pid != 0  # the same PUBLISH again, under its original identifier
+        if not pid:
+            pid = self._allocate_pid()
         alias, known = conn.outgoing_alias(mq.topic) if version == MQTT_5 else (0, False)
-        packet = publish_packet(mq, version, qos, retain, pid, False, sub_ids, expiry, alias, known)
+        packet = publish_packet(mq, version, qos, retain, pid, dup, sub_ids, expiry, alias, known)
         if len(packet) > conn.max_packet_size:
             if alias and not known:
                 conn.drop_alias(mq.topic)
@@ -740,7 +752,8 @@ class Session:
     def _allocate_pid(self) -> int:
         pid = self._next_pid
         inflight = self.inflight
-        while pid in inflight:
+        reserved = self.resume_pids.values() if self.resume_pids else ()
+        while pid in inflight or pid in reserved:
             pid = pid + 1 if pid < 0xFFFF else 1
         self._next_pid = pid + 1 if pid < 0xFFFF else 1
         return pid
@@ -856,6 +869,7 @@ class SessionRegistry:
     def __init__(self) -> None:
         self._sessions: dict[tuple[str, str], Session] = {}
         self.writer: SnapshotWriter | None = None
+        self.final = False  # the shutdown's last write: records carry their unacked PUBLISHes
 
     def changed(self, session: Session, *, write: bool = True) -> None:
         """Something recorded about `session` changed. `write=False` (QoS 2 identifiers) only

@@ -112,6 +112,10 @@ class SessionRecord:
     will: WillRecord | None = None
     qos2_in: tuple[int, ...] = ()
     qos2_out: tuple[int, ...] = ()
+    # (packet id, journal msg_id) of PUBLISHes sent and not yet acknowledged: written only by
+    # the final write of a graceful shutdown (an older pairing could name an identifier the
+    # client has since used for another message)
+    resume: tuple[tuple[int, int], ...] = ()
 
 
 # -- session <-> record --------------------------------------------------------------------------
@@ -146,7 +150,18 @@ def record_of(session: Session) -> SessionRecord:
         will,
         tuple(sorted(session.incoming_qos2 or ())),
         tuple(sorted(p for p, f in session.inflight.items() if f.state == _PUBREL)),
+        _resume_of(session) if session.mqtt.sessions.final else (),
     )
+
+
+def _resume_of(session: Session) -> tuple[tuple[int, int], ...]:
+    out = []
+    for pid, flight in session.inflight.items():
+        entry = flight.entry
+        # a persistent message keeps its id across a restart (it is its journal id)
+        if flight.state != _PUBREL and entry is not None and entry.message.persistent:
+            out.append((pid, entry.message.id))
+    return tuple(sorted(out))
 
 
 def subscription_of(record: SubscriptionRecord) -> Subscription:
@@ -219,6 +234,8 @@ def encode_record(record: SessionRecord) -> bytes:
         "qos2_in": list(record.qos2_in),
         "qos2_out": list(record.qos2_out),
     }
+    if record.resume:
+        doc["resume"] = [list(pair) for pair in record.resume]
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
@@ -334,7 +351,26 @@ def decode_record(doc: Any) -> SessionRecord:
         will,
         _packet_ids(doc, "qos2_in"),
         _packet_ids(doc, "qos2_out"),
+        _resume_pairs(doc),
     )
+
+
+def _resume_pairs(doc: dict[str, Any]) -> tuple[tuple[int, int], ...]:
+    pairs = doc.get("resume", [])
+    if not isinstance(pairs, list):
+        raise ValueError("'resume' is not a list")
+    out = []
+    for pair in pairs:
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in pair)
+            and 0 < pair[0] <= 0xFFFF
+            and pair[1] > 0
+        ):
+            raise ValueError("'resume' holds something that is not [packet id, message id]")
+        out.append((pair[0], pair[1]))
+    return tuple(out)
 
 
 def decode_file(data: bytes) -> list[SessionRecord]:
@@ -381,6 +417,9 @@ def _rebuild(session: Session, rec: SessionRecord) -> None:
         session.incoming_qos2 = set(rec.qos2_in)
     for pid in rec.qos2_out:
         session.inflight[pid] = OutFlight.released()
+    for pid, msg_id in rec.resume:
+        if pid not in session.inflight:
+            session.resume_pids[msg_id] = pid
 
 
 def restore(mqtt: MQTTBroker, records: Iterable[SessionRecord]) -> list[Session]:
