@@ -591,6 +591,33 @@ def test_unacknowledged_deliveries_keep_their_packet_ids_across_a_graceful_resta
 # -- nothing left behind ---------------------------------------------------------------------------
 
 
+def test_a_shared_group_of_clean_sessions_is_gone_after_kill_9(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """Its members' sessions do not survive the crash, so neither does the group's queue: it
+    would otherwise collect every matching message with nobody ever to read them."""
+    first = start(servers, tmp_path)
+    clean = Client(first.mqtt_port, "sh-clean", V5, clean=True, expiry=0)
+    clean.subscribe("$share/g1/sh/t", 1)
+    kept = Client(first.mqtt_port, "sh-kept", V5, clean=False, expiry=3600)
+    kept.subscribe("$share/g2/sh/t", 1)
+    first.wait_for_file(lambda s: "sh-kept" in s and s["sh-kept"]["subscriptions"])
+    assert _queue_exists(first, "mqtt-shared-g1-sh/t")
+    first.kill()
+    clean.gone()
+    kept.gone()
+
+    second = start(servers, tmp_path)
+    assert not _queue_exists(second, "mqtt-shared-g1-sh/t")
+    assert _queue_exists(second, "mqtt-shared-g2-sh/t")  # its member's session is restored
+    pub = Client(second.mqtt_port, "sh-pub", V5, clean=True, expiry=0)
+    pub.publish("sh/t", b"for g2", 1)
+    back = Client(second.mqtt_port, "sh-kept", V5, clean=False, expiry=3600)
+    assert back.get().payload == b"for g2"
+    back.close()
+    pub.close()
+
+
 def test_clean_sessions_leave_nothing_in_the_file(tmp_path: Path, servers: list[Server]) -> None:
     first = start(servers, tmp_path)
     for c in (

@@ -88,6 +88,11 @@ def _shared_state(node: Node) -> _NodeMQTT:
             loop,
         )
         _restore(mqtt, sessions_file)
+        dropped = mqtt.drop_orphan_shared_queues()
+        if dropped:
+            log.info(
+                "deleted %d shared-subscription queues no restored session belongs to", dropped
+            )
         registry.writer = sessions_file
         sessions_file.request()  # offline times and expiries as of this start
         state = _nodes[broker] = _NodeMQTT(mqtt, sessions_file)

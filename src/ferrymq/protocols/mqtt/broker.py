@@ -4,6 +4,7 @@ subscription groups. One `MQTTBroker` per core `Broker`; every MQTT connection s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from ferrymq.protocols.mqtt.session import (
     Subscription,
     SubscriptionSet,
 )
+
+log = logging.getLogger("ferrymq.mqtt")
+
+SHARED_QUEUE_PREFIX = "mqtt-shared-"  # + "<group>-<filter>": one queue per shared group
 
 
 @dataclass
@@ -110,7 +115,7 @@ class MQTTBroker:
     def join_shared(self, vhost: VHost, sub: Subscription, session: Session) -> QueueSlot:
         """Add a session to the group of `$share/<group>/<filter>`; the queue is the group's."""
         assert sub.share is not None
-        name = f"mqtt-shared-{sub.share}-{sub.topic_filter}"
+        name = f"{SHARED_QUEUE_PREFIX}{sub.share}-{sub.topic_filter}"
         key = (vhost.name, name)
         group = self._shared.get(key)
         if group is None or group.queue.deleted:
@@ -136,6 +141,24 @@ class MQTTBroker:
                 vhost.delete_queue(name, owner=self)
             except BrokerError:
                 pass
+
+    def drop_orphan_shared_queues(self) -> int:
+        """After sessions are restored: delete every shared-subscription queue no session joined.
+
+        Its members were clean sessions, which do not outlive a crash; left alone, the durable
+        queue would collect every matching message with nobody ever to read them. Returns how
+        many were deleted.
+        """
+        dropped = 0
+        for vhost in list(self.broker.vhosts.values()):
+            for name in [n for n in vhost.queues if n.startswith(SHARED_QUEUE_PREFIX)]:
+                if (vhost.name, name) not in self._shared:
+                    try:
+                        vhost.delete_queue(name, owner=self)
+                        dropped += 1
+                    except BrokerError as exc:
+                        log.warning("cannot delete orphaned shared queue %r: %s", name, exc)
+        return dropped
 
     def shared_group_size(self, vhost: str, name: str) -> int:
         group = self._shared.get((vhost, name))
