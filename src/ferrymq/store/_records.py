@@ -158,7 +158,7 @@ class Message:
         self.body_len = body_len
 
 
-def _names(buf: bytes, p: int, count: int, limit: int) -> tuple[list[str], int]:
+def decode_names(buf: bytes, p: int, count: int, limit: int) -> tuple[list[str], int]:
     out = []
     for _ in range(count):
         if p + 2 > limit:
@@ -175,9 +175,9 @@ def _names(buf: bytes, p: int, count: int, limit: int) -> tuple[list[str], int]:
 def decode_message(buf: bytes, start: int, end: int) -> Message:
     """Decode the MESSAGE payload in buf[start:end]; ValueError if its lengths do not add up."""
     msg_id, nq, nd, lprops, lbody = MSG_FIXED.unpack_from(buf, start)
-    queues, p = _names(buf, start + MSG_FIXED.size, nq, end)
-    delivered, p = _names(buf, p, nd, end)
-    (exchange, routing_key), p = _names(buf, p, 2, end)
+    queues, p = decode_names(buf, start + MSG_FIXED.size, nq, end)
+    delivered, p = decode_names(buf, p, nd, end)
+    (exchange, routing_key), p = decode_names(buf, p, 2, end)
     if p + lprops + lbody != end:
         raise ValueError("message lengths do not match the record")
     props = buf[p : p + lprops]
@@ -193,7 +193,7 @@ def decode_ref(buf: bytes, start: int, end: int, typ: int) -> tuple[int, int, st
         (msg_id,) = MARK_FIXED.unpack_from(buf, start)
         ref = NO_SEGMENT
         p = start + MARK_FIXED.size
-    (queue,), p = _names(buf, p, 1, end)
+    (queue,), p = decode_names(buf, p, 1, end)
     if p != end:
         raise ValueError("settle/mark length does not match the record")
     return msg_id, ref, queue

@@ -705,19 +705,25 @@ def _next_record(buf: bytes, pos: int, msg_id: int, body_at: int, body_len: int)
         if nxt == end:
             if typ != 1 or _MSG_ID_UNPACK(buf, pos + _FRAME_SIZE)[0] != msg_id:
                 return None
-            if _crc32(memoryview(buf)[pos + 8 : end]) != crc:
-                return None
-            try:
-                m = _decode_cached(buf, pos + _FRAME_SIZE, end)
-            except (ValueError, UnicodeDecodeError, struct.error):
-                return None
-            if m.body_offset != body_at:
-                return None
-            return m, buf[body_at:end]
+            return _record_at(buf, pos, crc, body_at, end)
         if n < 11 or nxt > body_at:
             return None
         pos = nxt
     return None
+
+
+def _record_at(buf: bytes, pos: int, crc: int, body_at: int, end: int) -> _Found | None:
+    """The MESSAGE record framed at pos and ending at end, if its CRC, layout and body position
+    check out (both searches, _next_record and _find_record, end here)."""
+    if _crc32(memoryview(buf)[pos + 8 : end]) != crc:
+        return None
+    try:
+        m = _decode_cached(buf, pos + _FRAME_SIZE, end)
+    except (ValueError, UnicodeDecodeError, struct.error):
+        return None
+    if m.body_offset != body_at:
+        return None
+    return m, buf[body_at:end]
 
 
 _names_cache: dict[bytes, list[str]] = {}
@@ -737,7 +743,7 @@ def _decode_cached(buf: bytes, start: int, end: int) -> rec.Message:
     if names is None:
         if props_at < start + 20:
             raise ValueError("message lengths do not match the record")
-        names, p = rec._names(blob, 0, nq + nd + 2, len(blob))
+        names, p = rec.decode_names(blob, 0, nq + nd + 2, len(blob))
         if p != len(blob):
             raise ValueError("message lengths do not match the record")
         if len(cache) > _NAME_CACHE_MAX:
@@ -775,13 +781,9 @@ def _find_record(buf: bytes, lo: int, msg_id: int, body_at: int, body_len: int) 
         n, crc, typ = _FRAME_UNPACK(buf, pos)
         if typ != 1 or pos + 8 + n != end:
             continue
-        try:
-            m = rec.decode_message(buf, pos + _FRAME_SIZE, end)
-        except (ValueError, UnicodeDecodeError, struct.error):
-            continue
-        if m.body_offset != body_at or _crc32(memoryview(buf)[pos + 8 : end]) != crc:
-            continue
-        return m, buf[body_at:end]
+        found = _record_at(buf, pos, crc, body_at, end)
+        if found is not None:
+            return found
 
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:
