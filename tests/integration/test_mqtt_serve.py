@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,6 +83,80 @@ def test_status_counts_mqtt_sessions(tmp_path: Path) -> None:
             )
             assert out.returncode == 0, out.stderr
             assert "mqtt: 1 sessions (1 online, 1 persistent)" in out.stdout
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_mqtt_settings_from_the_config_file(tmp_path: Path) -> None:
+    """An operator turns anonymous MQTT off and picks the vhost in ferrymq.toml: paho without a
+    user name is refused, with the configured user it lands in the configured default vhost."""
+    import paho.mqtt.client as mqtt
+    import pika
+
+    config = tmp_path / "ferrymq.toml"
+    config.write_text(
+        'vhosts = ["/", "devices"]\n'
+        'mqtt_allow_anonymous = false\nmqtt_default_vhost = "devices"\n'
+        "mqtt_topic_alias_maximum = 5\n"
+        '[[users]]\nname = "sensor"\npassword = "s3cret"\n'
+        '[[users]]\nname = "guest"\npassword = "guest"\n'  # anonymous would log in as guest
+    )
+    proc, listeners = _serve(tmp_path / "data", "--mqtt-port", "0", "--config", str(config))
+    try:
+        host, port = listeners["mqtt"].rsplit(":", 1)
+        anonymous = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        assert anonymous.connect(host, int(port)) == 0
+        refused: list[int] = []
+        anonymous.on_connect = lambda c, u, f, rc, p=None: refused.append(rc.value)
+        anonymous.loop_start()
+        try:
+            for _ in range(100):
+                if refused:
+                    break
+                threading.Event().wait(0.05)
+        finally:
+            anonymous.loop_stop()
+        assert refused == [0x87]  # paho reports the 3.1.1 CONNACK code 5 as 0x87 Not authorized
+
+        amqp_host, amqp_port = listeners["amqp"].rsplit(":", 1)
+        conn = pika.BlockingConnection(
+            pika.ConnectionParameters(
+                amqp_host,
+                int(amqp_port),
+                virtual_host="devices",
+                credentials=pika.PlainCredentials("sensor", "s3cret"),
+            )
+        )
+        channel = conn.channel()
+        channel.queue_declare("readings")
+        channel.queue_bind("readings", "amq.topic", "plant.temp")
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="s1", protocol=mqtt.MQTTv5)
+        client.username_pw_set("sensor", "s3cret")
+        granted: list[Any] = []
+        client.on_connect = lambda c, u, f, rc, p: granted.append((rc.value, p))
+        client.connect(host, int(port))
+        client.loop_start()
+        try:
+            for _ in range(100):
+                if granted:
+                    break
+                threading.Event().wait(0.05)
+            assert granted and granted[0][0] == 0
+            assert granted[0][1].TopicAliasMaximum == 5
+            client.publish("plant/temp", b"21.5", qos=1).wait_for_publish(5)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        body = None
+        for _ in range(100):
+            _, _, body = channel.basic_get("readings", auto_ack=True)
+            if body is not None:
+                break
+            conn.sleep(0.05)
+        assert body == b"21.5"  # the publish went to the configured vhost's amq.topic
+        conn.close()
     finally:
         proc.terminate()
         proc.wait(15)
