@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,13 @@ def test_status_counts_mqtt_sessions(tmp_path: Path) -> None:
         proc.wait(15)
 
 
+def _wait_for(events: list[Any], seconds: float = 5.0) -> None:
+    """Until a client callback has appended something to `events` (or the time is up)."""
+    deadline = time.monotonic() + seconds
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_mqtt_settings_from_the_config_file(tmp_path: Path) -> None:
     """An operator turns anonymous MQTT off and picks the vhost in ferrymq.toml: paho without a
     user name is refused, with the configured user it lands in the configured default vhost."""
@@ -111,10 +119,7 @@ def test_mqtt_settings_from_the_config_file(tmp_path: Path) -> None:
         anonymous.on_connect = lambda c, u, f, rc, p=None: refused.append(rc.value)
         anonymous.loop_start()
         try:
-            for _ in range(100):
-                if refused:
-                    break
-                threading.Event().wait(0.05)
+            _wait_for(refused)
         finally:
             anonymous.loop_stop()
         assert refused == [0x87]  # paho reports the 3.1.1 CONNACK code 5 as 0x87 Not authorized
@@ -139,10 +144,7 @@ def test_mqtt_settings_from_the_config_file(tmp_path: Path) -> None:
         client.connect(host, int(port))
         client.loop_start()
         try:
-            for _ in range(100):
-                if granted:
-                    break
-                threading.Event().wait(0.05)
+            _wait_for(granted)
             assert granted and granted[0][0] == 0
             assert granted[0][1].TopicAliasMaximum == 5
             client.publish("plant/temp", b"21.5", qos=1).wait_for_publish(5)
