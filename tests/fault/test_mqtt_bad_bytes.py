@@ -178,6 +178,10 @@ def test_after_connect_5_disconnects_with_reason(
         sock.sendall(data)
         answer = recv_all(sock)
         assert answer[:1] == b"\xe0" and answer[2] == reason, answer
+        # properties: length (< 128 here), then a Reason String (0x1F) saying what was wrong
+        assert answer[4] == 0x1F, answer
+        text_length = int.from_bytes(answer[5:7], "big")
+        assert text_length > 0 and len(answer[7 : 7 + text_length].decode()) == text_length
     bystander.check()
 
 

@@ -22,13 +22,6 @@ pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-def port(broker: Any) -> int:
-    if broker.mqtt_port is None:
-        pytest.skip("no MQTT listener")
-    return int(broker.mqtt_port)
-
-
-@pytest.fixture
 def channel(broker: Any) -> Iterator[Any]:
     conn = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
     try:

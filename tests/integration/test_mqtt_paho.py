@@ -8,9 +8,7 @@ from __future__ import annotations
 import queue
 import socket
 import struct
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -20,112 +18,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from tests.mqtt_support import V5, V31, V311, Paho
+
 pytestmark = pytest.mark.timeout(30)
-
-V311 = mqtt.MQTTv311
-V31 = mqtt.MQTTv31
-V5 = mqtt.MQTTv5
-
-
-class Paho:
-    """A started paho client with its received messages in a queue."""
-
-    def __init__(
-        self,
-        port: int,
-        client_id: str,
-        version: Any = V311,
-        *,
-        clean: bool = True,
-        expiry: int | None = None,
-        manual_ack: bool = False,
-        will: tuple[str, bytes, int, bool] | None = None,
-        connect_props: Properties | None = None,
-        keepalive: int = 60,
-    ) -> None:
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=clean if version != V5 else None,
-            protocol=version,
-            manual_ack=manual_ack,
-            reconnect_on_failure=False,
-        )
-        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self.connected = threading.Event()
-        self.disconnected = threading.Event()
-        self.connack: Any = None
-        self.session_present = False
-        self.client.on_message = lambda c, u, m: self.messages.put(m)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda c, u, f, rc, p: self.disconnected.set()
-        if will is not None:
-            self.client.will_set(*will)
-        props = connect_props
-        if version == V5 and expiry is not None:
-            props = props or Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = expiry
-        if version == V5:
-            self.client.connect("127.0.0.1", port, keepalive, clean_start=clean, properties=props)
-        else:
-            self.client.connect("127.0.0.1", port, keepalive)
-        self.client.loop_start()
-        assert self.connected.wait(5), "no CONNACK"
-
-    def _on_connect(self, c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
-        self.connack = (rc, props)
-        self.session_present = bool(flags.session_present)
-        self.connected.set()
-
-    def subscribe(self, *args: Any, **kw: Any) -> None:
-        done = threading.Event()
-        self.client.on_subscribe = lambda *a: done.set()
-        self.client.subscribe(*args, **kw)
-        assert done.wait(5), "no SUBACK"
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0, **kw: Any) -> None:
-        info = self.client.publish(topic, payload, qos, **kw)
-        info.wait_for_publish(5)
-
-    def get(self, timeout: float = 5.0) -> mqtt.MQTTMessage:
-        return self.messages.get(timeout=timeout)
-
-    def nothing(self, wait: float = 0.2) -> bool:
-        try:
-            self.messages.get(timeout=wait)
-        except queue.Empty:
-            return True
-        return False
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def crash(self) -> None:
-        """Drop the TCP connection without DISCONNECT, as a device losing power."""
-        self.client.loop_stop()
-        sock = self.client.socket()
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-
-@pytest.fixture
-def port(broker: Any) -> int:
-    if broker.mqtt_port is None:
-        pytest.skip("no MQTT listener")
-    return int(broker.mqtt_port)
-
-
-@pytest.fixture
-def clients() -> Iterator[list[Paho]]:
-    made: list[Paho] = []
-    yield made
-    for c in made:
-        try:
-            c.close()
-        except Exception:
-            pass
 
 
 @pytest.mark.parametrize("version", [V31, V311, V5], ids=["3.1", "3.1.1", "5.0"])

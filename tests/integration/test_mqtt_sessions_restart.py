@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
@@ -25,7 +24,6 @@ import paho.mqtt.client as mqtt
 import pika
 import pika.exceptions
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -43,11 +41,10 @@ from ferrymq.protocols.mqtt.codec import (
     encode,
 )
 from ferrymq.protocols.mqtt.constants import MQTT_5, PropertyId
+from tests.mqtt_support import V5, V311, Paho
 
 pytestmark = pytest.mark.timeout(60)
 
-V311 = mqtt.MQTTv311
-V5 = mqtt.MQTTv5
 SESSIONS_FILE = "mqtt_sessions.json"
 
 
@@ -145,99 +142,6 @@ def start(servers: list[Server], data_dir: Path) -> Server:
     return server
 
 
-class Client:
-    """A started paho client: received messages and events in order."""
-
-    def __init__(
-        self,
-        port: int,
-        client_id: str,
-        version: Any = V311,
-        *,
-        clean: bool = True,
-        expiry: int | None = None,
-        will: tuple[str, bytes, int, bool, Properties | None] | None = None,
-        connect_props: Properties | None = None,
-    ) -> None:
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=clean if version != V5 else None,
-            protocol=version,
-            reconnect_on_failure=False,
-        )
-        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self.events: list[str] = []
-        self.connected = threading.Event()
-        self.disconnected = threading.Event()
-        self.session_present = False
-        self.disconnect_reason: Any = None
-        self.client.on_message = self._on_message
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        if will is not None:
-            topic, payload, qos, retain, props = will
-            self.client.will_set(topic, payload, qos, retain, props)
-        props = connect_props
-        if version == V5 and expiry is not None:
-            props = props or Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = expiry
-        if version == V5:
-            self.client.connect("127.0.0.1", port, 60, clean_start=clean, properties=props)
-        else:
-            self.client.connect("127.0.0.1", port, 60)
-        self.client.loop_start()
-        assert self.connected.wait(5), "no CONNACK"
-
-    def _on_message(self, c: Any, u: Any, m: mqtt.MQTTMessage) -> None:
-        self.events.append("message " + m.topic)
-        self.messages.put(m)
-
-    def _on_connect(self, c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
-        self.session_present = bool(flags.session_present)
-        self.connected.set()
-
-    def _on_disconnect(self, c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
-        self.events.append("disconnect")
-        self.disconnect_reason = rc
-        self.disconnected.set()
-
-    def subscribe(self, *args: Any, **kw: Any) -> None:
-        done = threading.Event()
-        self.client.on_subscribe = lambda *a: done.set()
-        self.client.subscribe(*args, **kw)
-        assert done.wait(5), "no SUBACK"
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0, **kw: Any) -> None:
-        self.client.publish(topic, payload, qos, **kw).wait_for_publish(5)
-
-    def get(self, timeout: float = 5.0) -> mqtt.MQTTMessage:
-        return self.messages.get(timeout=timeout)
-
-    def nothing(self, wait: float = 0.3) -> bool:
-        try:
-            self.messages.get(timeout=wait)
-        except queue.Empty:
-            return True
-        return False
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def crash(self) -> None:
-        """Drop the TCP connection without DISCONNECT, as a device losing power."""
-        self.client.loop_stop()
-        sock = self.client.socket()
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def gone(self) -> None:
-        """After the broker closed the connection: stop the network thread."""
-        self.client.loop_stop()
-
-
 class Raw:
     """An MQTT 5 client over a plain socket, one packet at a time (FerryMQ's codec)."""
 
@@ -296,26 +200,26 @@ def test_subscriptions_deliver_after_a_graceful_restart(
 ) -> None:
     first = start(servers, tmp_path)
     expiry = 3600 if version == V5 else None
-    away = Client(first.mqtt_port, "away", version, clean=False, expiry=expiry)
+    away = Paho(first.mqtt_port, "away", version, clean=False, expiry=expiry)
     sub_props = v5_props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=9) if version == V5 else None
     away.subscribe([("zero/#", 0), ("one/#", 1)], properties=sub_props)
     away.close()
-    online = Client(first.mqtt_port, "online", version, clean=False, expiry=expiry)
+    online = Paho(first.mqtt_port, "online", version, clean=False, expiry=expiry)
     online.subscribe("zero/#", 0)  # QoS 0 only, and connected through the shutdown
-    pub = Client(first.mqtt_port, "pub")
+    pub = Paho(first.mqtt_port, "pub")
     pub.publish("one/queued", b"kept", 1)
     pub.close()
     assert first.stop() == 0
     online.gone()
 
     second = start(servers, tmp_path)
-    again = Client(second.mqtt_port, "away", version, clean=False, expiry=expiry)
+    again = Paho(second.mqtt_port, "away", version, clean=False, expiry=expiry)
     assert again.session_present
     m = again.get()
     assert (m.topic, m.payload, m.qos) == ("one/queued", b"kept", 1)
-    back = Client(second.mqtt_port, "online", version, clean=False, expiry=expiry)
+    back = Paho(second.mqtt_port, "online", version, clean=False, expiry=expiry)
     assert back.session_present
-    pub = Client(second.mqtt_port, "pub")
+    pub = Paho(second.mqtt_port, "pub")
     pub.publish("zero/live", b"z", 0)
     pub.publish("one/live", b"o", 1)
     live = [again.get(), again.get()]
@@ -331,11 +235,11 @@ def test_subscriptions_deliver_after_a_graceful_restart(
 
 def test_subscriptions_survive_kill_9(tmp_path: Path, servers: list[Server]) -> None:
     first = start(servers, tmp_path)
-    c = Client(first.mqtt_port, "k", V5, clean=False, expiry=3600)
+    c = Paho(first.mqtt_port, "k", V5, clean=False, expiry=3600)
     opts = mqtt.SubscribeOptions(qos=0, noLocal=True)
     c.subscribe([("k/zero", opts), ("k/one", mqtt.SubscribeOptions(qos=1))])
     c.close()
-    connected = Client(first.mqtt_port, "k-online", V5, clean=False, expiry=3600)
+    connected = Paho(first.mqtt_port, "k-online", V5, clean=False, expiry=3600)
     connected.subscribe("k/zero", 0)
     first.wait_for_file(
         lambda s: (
@@ -349,12 +253,12 @@ def test_subscriptions_survive_kill_9(tmp_path: Path, servers: list[Server]) -> 
     connected.gone()
 
     second = start(servers, tmp_path)
-    again = Client(second.mqtt_port, "k", V5, clean=False, expiry=3600)
+    again = Paho(second.mqtt_port, "k", V5, clean=False, expiry=3600)
     assert again.session_present
-    other = Client(second.mqtt_port, "k-online", V5, clean=False, expiry=3600)
+    other = Paho(second.mqtt_port, "k-online", V5, clean=False, expiry=3600)
     assert other.session_present
     again.publish("k/zero", b"mine", 0)  # No Local: not back to its own session
-    pub = Client(second.mqtt_port, "pub")
+    pub = Paho(second.mqtt_port, "pub")
     pub.publish("k/zero", b"z", 0)
     pub.publish("k/one", b"o", 1)
     got = sorted((m.topic, m.payload, m.qos) for m in (again.get(), again.get()))
@@ -385,14 +289,14 @@ def _queue_exists(server: Server, name: str) -> bool:
 
 def test_session_expiry_continues_across_the_restart(tmp_path: Path, servers: list[Server]) -> None:
     first = start(servers, tmp_path)
-    brief = Client(first.mqtt_port, "brief", V5, clean=False, expiry=3)
+    brief = Paho(first.mqtt_port, "brief", V5, clean=False, expiry=3)
     brief.subscribe("e/+", 1)
     brief.close()
     went_away = time.monotonic()
-    lasting = Client(first.mqtt_port, "lasting", V5, clean=False, expiry=3600)
+    lasting = Paho(first.mqtt_port, "lasting", V5, clean=False, expiry=3600)
     lasting.subscribe("e/+", 1)
     lasting.close()
-    pub = Client(first.mqtt_port, "pub")
+    pub = Paho(first.mqtt_port, "pub")
     pub.publish("e/x", b"queued", 1)
     pub.close()
     assert first.stop() == 0
@@ -403,10 +307,10 @@ def test_session_expiry_continues_across_the_restart(tmp_path: Path, servers: li
     second = start(servers, tmp_path)
     second.wait_for_file(lambda s: "brief" not in s and "lasting" in s)
     assert not _queue_exists(second, "mqtt-subscription-briefqos1")
-    again = Client(second.mqtt_port, "brief", V5, clean=False, expiry=3)
+    again = Paho(second.mqtt_port, "brief", V5, clean=False, expiry=3)
     assert not again.session_present
     assert again.nothing()
-    kept = Client(second.mqtt_port, "lasting", V5, clean=False, expiry=3600)
+    kept = Paho(second.mqtt_port, "lasting", V5, clean=False, expiry=3600)
     assert kept.session_present
     assert kept.get().payload == b"queued"
     again.close()
@@ -425,7 +329,7 @@ def _will(topic: str, payload: bytes, delay: int | None) -> tuple[str, bytes, in
 
 def test_held_wills_are_published_after_the_restart(tmp_path: Path, servers: list[Server]) -> None:
     first = start(servers, tmp_path)
-    watcher = Client(first.mqtt_port, "watcher", V311, clean=False)
+    watcher = Paho(first.mqtt_port, "watcher", V311, clean=False)
     watcher.subscribe("status/#", 1)
     watcher.close()
     delays = {"passed": 2, "later": 5, "back": 6}
@@ -444,7 +348,7 @@ def test_held_wills_are_published_after_the_restart(tmp_path: Path, servers: lis
     second = start(servers, tmp_path)
     back = Raw(second.mqtt_port, "back", clean=False, expiry=3600)  # well before its 6 s
     assert back.connack.session_present
-    w = Client(second.mqtt_port, "watcher", V311, clean=False)
+    w = Paho(second.mqtt_port, "watcher", V311, clean=False)
     assert w.session_present
     m = w.get()  # its delay passed while the broker was down: published at the start
     assert (m.topic, m.payload) == ("status/passed", b"offline")
@@ -461,13 +365,13 @@ def test_wills_on_a_graceful_shutdown(tmp_path: Path, servers: list[Server]) -> 
     """As Mosquitto: the broker closing a connection publishes its will. Undelayed wills are
     all out before the first connection closes; a delayed one is kept for after the restart."""
     first = start(servers, tmp_path)
-    offline = Client(first.mqtt_port, "offline-watcher", V311, clean=False)
+    offline = Paho(first.mqtt_port, "offline-watcher", V311, clean=False)
     offline.subscribe("lw/#", 1)
     offline.close()
-    live = Client(first.mqtt_port, "live-watcher", V5)
+    live = Paho(first.mqtt_port, "live-watcher", V5)
     live.subscribe("lw/#", 0)
-    plain = Client(first.mqtt_port, "plain", V311, will=("lw/plain", b"bye", 1, False, None))
-    delayed = Client(
+    plain = Paho(first.mqtt_port, "plain", V311, will=("lw/plain", b"bye", 1, False, None))
+    delayed = Paho(
         first.mqtt_port,
         "delayed",
         V5,
@@ -485,7 +389,7 @@ def test_wills_on_a_graceful_shutdown(tmp_path: Path, servers: list[Server]) -> 
         c.gone()
 
     second = start(servers, tmp_path)
-    w = Client(second.mqtt_port, "offline-watcher", V311, clean=False)
+    w = Paho(second.mqtt_port, "offline-watcher", V311, clean=False)
     assert w.session_present
     m = w.get()
     assert (m.topic, m.payload) == ("lw/plain", b"bye")
@@ -597,9 +501,9 @@ def test_a_shared_group_of_clean_sessions_is_gone_after_kill_9(
     """Its members' sessions do not survive the crash, so neither does the group's queue: it
     would otherwise collect every matching message with nobody ever to read them."""
     first = start(servers, tmp_path)
-    clean = Client(first.mqtt_port, "sh-clean", V5, clean=True, expiry=0)
+    clean = Paho(first.mqtt_port, "sh-clean", V5, clean=True, expiry=0)
     clean.subscribe("$share/g1/sh/t", 1)
-    kept = Client(first.mqtt_port, "sh-kept", V5, clean=False, expiry=3600)
+    kept = Paho(first.mqtt_port, "sh-kept", V5, clean=False, expiry=3600)
     kept.subscribe("$share/g2/sh/t", 1)
     first.wait_for_file(lambda s: "sh-kept" in s and s["sh-kept"]["subscriptions"])
     assert _queue_exists(first, "mqtt-shared-g1-sh/t")
@@ -610,9 +514,9 @@ def test_a_shared_group_of_clean_sessions_is_gone_after_kill_9(
     second = start(servers, tmp_path)
     assert not _queue_exists(second, "mqtt-shared-g1-sh/t")
     assert _queue_exists(second, "mqtt-shared-g2-sh/t")  # its member's session is restored
-    pub = Client(second.mqtt_port, "sh-pub", V5, clean=True, expiry=0)
+    pub = Paho(second.mqtt_port, "sh-pub", V5, clean=True, expiry=0)
     pub.publish("sh/t", b"for g2", 1)
-    back = Client(second.mqtt_port, "sh-kept", V5, clean=False, expiry=3600)
+    back = Paho(second.mqtt_port, "sh-kept", V5, clean=False, expiry=3600)
     assert back.get().payload == b"for g2"
     back.close()
     pub.close()
@@ -621,17 +525,17 @@ def test_a_shared_group_of_clean_sessions_is_gone_after_kill_9(
 def test_clean_sessions_leave_nothing_in_the_file(tmp_path: Path, servers: list[Server]) -> None:
     first = start(servers, tmp_path)
     for c in (
-        Client(first.mqtt_port, "c311", V311, clean=True),
-        Client(first.mqtt_port, "c5", V5, clean=False, expiry=0),
+        Paho(first.mqtt_port, "c311", V311, clean=True),
+        Paho(first.mqtt_port, "c5", V5, clean=False, expiry=0),
     ):
         c.subscribe("x/#", 1)
         c.close()
-    ended = Client(first.mqtt_port, "ended", V5, clean=False, expiry=3600)
+    ended = Paho(first.mqtt_port, "ended", V5, clean=False, expiry=3600)
     ended.subscribe("x/#", 1)
     ended.close()
     first.wait_for_file(lambda s: "ended" in s)
-    Client(first.mqtt_port, "ended", V5, clean=True, expiry=0).close()  # Clean Start ends it
-    zeroed = Client(first.mqtt_port, "zeroed", V5, clean=False, expiry=3600)
+    Paho(first.mqtt_port, "ended", V5, clean=True, expiry=0).close()  # Clean Start ends it
+    zeroed = Paho(first.mqtt_port, "zeroed", V5, clean=False, expiry=3600)
     zeroed.subscribe("x/#", 0)
     zeroed.client.disconnect(properties=v5_props(PacketTypes.DISCONNECT, SessionExpiryInterval=0))
     zeroed.client.loop_stop()
@@ -641,7 +545,7 @@ def test_clean_sessions_leave_nothing_in_the_file(tmp_path: Path, servers: list[
 
     second = start(servers, tmp_path)
     for cid, version in (("c311", V311), ("c5", V5), ("ended", V5), ("zeroed", V5)):
-        c = Client(second.mqtt_port, cid, version, clean=version == V311, expiry=0)
+        c = Paho(second.mqtt_port, cid, version, clean=version == V311, expiry=0)
         assert not c.session_present
         c.close()
     assert not _queue_exists(second, "mqtt-subscription-endedqos1")
@@ -657,11 +561,11 @@ def test_topic_aliases_are_reused_past_the_clients_maximum(broker: Any) -> None:
     if getattr(broker, "mqtt_port", None) is None:
         pytest.skip("no MQTT listener")
     port = int(broker.mqtt_port)
-    sub = Client(
+    sub = Paho(
         port, "aliased", V5, connect_props=v5_props(PacketTypes.CONNECT, TopicAliasMaximum=3)
     )
     sub.subscribe("al/#", 1)
-    pub = Client(port, "alias-pub", V5)
+    pub = Paho(port, "alias-pub", V5)
     topics = [f"al/{i % 12}/a/rather/long/topic/name" for i in range(40)]
     for i, topic in enumerate(topics):
         pub.publish(topic, topic.encode(), i % 2)
