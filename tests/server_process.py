@@ -8,23 +8,27 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Self
 
 
 class ServerProcess:
-    """A broker subprocess on free loopback ports with a given data directory."""
+    """A broker subprocess on free loopback ports with a given data directory; MQTT only when
+    `mqtt` (then `mqtt_port` is its port)."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, mqtt: bool = False) -> None:
         self.data_dir = data_dir
         self.extra = extra
+        self.mqtt = mqtt
         self.proc: subprocess.Popen[str] | None = None
         self.amqp_port = 0
+        self.mqtt_port = 0
         self.stderr_lines: list[str] = []
 
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
 
-    def start(self, timeout: float = 60.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0) -> Self:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -33,7 +37,7 @@ class ServerProcess:
                 "serve",
                 "--amqp-port",
                 "0",
-                "--no-mqtt",
+                *(("--mqtt-port", "0") if self.mqtt else ("--no-mqtt",)),
                 "--data-dir",
                 str(self.data_dir),
                 *self.extra,
@@ -53,6 +57,8 @@ class ServerProcess:
             raise AssertionError(f"broker did not start: {lines!r} {self.stderr_lines[-20:]!r}")
         words = dict(w.split("=", 1) for w in lines[0].split()[2:])
         self.amqp_port = int(words["amqp"].rsplit(":", 1)[1])
+        if self.mqtt:
+            self.mqtt_port = int(words["mqtt"].rsplit(":", 1)[1])
         return self
 
     def _drain_stderr(self) -> None:
@@ -69,6 +75,7 @@ class ServerProcess:
             self.proc.wait(10)
 
     def stop(self) -> int:
+        """SIGTERM: the graceful shutdown an operator's service manager does."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:

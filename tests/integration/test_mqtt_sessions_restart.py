@@ -9,12 +9,7 @@ outgoing topic aliases reused once a paho 5 client's Topic Alias Maximum is reac
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,71 +37,18 @@ from ferrymq.protocols.mqtt.codec import (
 )
 from ferrymq.protocols.mqtt.constants import MQTT_5, PropertyId
 from tests.mqtt_support import V5, V311, Paho
+from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.timeout(60)
 
 SESSIONS_FILE = "mqtt_sessions.json"
 
 
-class Server:
-    """`ferrymq serve` with MQTT on free loopback ports and a given data directory."""
+class Server(ServerProcess):
+    """`ferrymq serve` with MQTT, and the session file it keeps."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.proc: subprocess.Popen[str] | None = None
-        self.mqtt_port = 0
-        self.amqp_port = 0
-        self.stderr: list[str] = []
-
-    def start(self) -> Server:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ferrymq",
-                "serve",
-                "--amqp-port",
-                "0",
-                "--mqtt-port",
-                "0",
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()))  # type: ignore[union-attr]
-        reader.start()
-        reader.join(30)
-        threading.Thread(target=self._drain, daemon=True).start()
-        if not line or not line[0].startswith("ferrymq ready"):
-            self.kill()
-            raise AssertionError(f"broker did not start: {line!r} {self.stderr[-20:]!r}")
-        words = dict(w.split("=", 1) for w in line[0].split()[2:])
-        self.mqtt_port = int(words["mqtt"].rsplit(":", 1)[1])
-        self.amqp_port = int(words["amqp"].rsplit(":", 1)[1])
-        return self
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for text in self.proc.stderr:
-            self.stderr.append(text.rstrip())
-
-    def stop(self) -> int:
-        """SIGTERM: the graceful shutdown an operator's service manager does."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(20)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        super().__init__(data_dir, mqtt=True)
 
     def sessions(self) -> dict[str, Any]:
         """The session file as the operator finds it, by client id."""
