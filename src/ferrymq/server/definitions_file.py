@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ferrymq.protocols.amqp.tables import decode_table, encode_table
+from ferrymq.store.files import replace_atomically
 
 _TAG = "amqp-table:"
 
@@ -38,18 +38,7 @@ def _unpack(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_definitions(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    payload = json.dumps(_pack(data), indent=1, sort_keys=True).encode()
-    with open(tmp, "wb") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_atomically(path, (json.dumps(_pack(data), indent=1, sort_keys=True).encode(),))
 
 
 def load_definitions(path: Path) -> dict[str, Any] | None:

@@ -19,22 +19,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ferrymq.store.files import replace_atomically
+
 log = logging.getLogger("ferrymq.server")
-
-
-def replace_atomically(path: Path, data: bytes) -> None:
-    """Write `data` as `path`: temp, fsync, rename, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class SessionsFile:
@@ -85,7 +72,7 @@ class SessionsFile:
         if self._closed or self._writing is not None:
             return
         data = self.snapshot()
-        self._writing = self.loop.run_in_executor(None, replace_atomically, self.path, data)
+        self._writing = self.loop.run_in_executor(None, replace_atomically, self.path, (data,))
         self._writing.add_done_callback(self._done)
 
     def _done(self, future: asyncio.Future[None]) -> None:
@@ -110,7 +97,7 @@ class SessionsFile:
                 pass  # logged by _done
         data = self.snapshot()
         try:
-            await self.loop.run_in_executor(None, replace_atomically, self.path, data)
+            await self.loop.run_in_executor(None, replace_atomically, self.path, (data,))
             self.writes += 1
         except OSError as exc:
             log.error("cannot write MQTT sessions to %s: %s", self.path, exc)

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ferrymq.core.clock import Clock
@@ -36,6 +35,7 @@ from ferrymq.protocols.mqtt.mapping import MQTTMessage, forwarded_property_body
 from ferrymq.protocols.mqtt.properties import Properties, decode_properties
 from ferrymq.protocols.mqtt.topics import TopicTree
 from ferrymq.protocols.mqtt.wire import U16, U32, varint
+from ferrymq.store.files import replace_atomically
 
 log = logging.getLogger("ferrymq.mqtt")
 
@@ -158,24 +158,17 @@ class RetainedStore:
             return
         self._dirty = False
         path = self.path
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(MAGIC)
-                for record in self._records():
-                    fh.write(_HEAD.pack(len(record), zlib.crc32(record)))
-                    fh.write(record)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            replace_atomically(path, self._file_chunks())
         except OSError as exc:
             self._dirty = True
             log.error("cannot write retained messages to %s: %s", path, exc)
+
+    def _file_chunks(self) -> Iterator[bytes]:
+        yield MAGIC
+        for record in self._records():
+            yield _HEAD.pack(len(record), zlib.crc32(record))
+            yield record
 
     def _records(self) -> list[bytes]:
         now = self.clock.now()
