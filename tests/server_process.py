@@ -81,3 +81,13 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(20)
+
+
+def ferrymq_status(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`ferrymq status` for a data directory, as an operator runs it (output as text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ferrymq", "status", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )

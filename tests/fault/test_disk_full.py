@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, ferrymq_status
 
 
 @pytest.fixture
@@ -66,12 +65,7 @@ def test_disk_full_nacks_publishes_and_recovers_when_space_returns(small_fs: Pat
     # the node is alive and says why publishers wait
     watcher = pika.BlockingConnection(pika.URLParameters(server.url))
     assert watcher.channel().queue_declare("full.q", passive=True).method.message_count >= confirmed
-    status = subprocess.run(
-        [sys.executable, "-m", "ferrymq", "status", "--data-dir", str(data)],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    status = ferrymq_status(data)
     assert status.returncode == 0, status.stderr
     assert "alarms: disk" in status.stdout
     # space returns: the alarm clears and publishes are confirmed again

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ import pika
 import pytest
 
 from tests.helpers import wait_for
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, ferrymq_status
 
 N = 40_000
 SIZE = 1024
@@ -46,13 +44,8 @@ def _rss(pid: int) -> int:
 
 
 def _status(data_dir: Path) -> dict[str, object]:
-    out = subprocess.run(
-        [sys.executable, "-m", "ferrymq", "status", "--json", "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=True,
-    )
+    out = ferrymq_status(data_dir, "--json")
+    assert out.returncode == 0, out.stderr
     doc: dict[str, object] = json.loads(out.stdout)
     return doc
 

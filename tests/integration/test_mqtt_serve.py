@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.server_process import ferrymq_status
+
 pytestmark = pytest.mark.timeout(40)
 
 
@@ -76,12 +78,7 @@ def test_status_counts_mqtt_sessions(tmp_path: Path) -> None:
             body = b"\x00\x04MQTT\x04\x00\x00\x3c\x00\x02st"
             sock.sendall(bytes((0x10, len(body))) + body)
             assert sock.recv(4) == b"\x20\x02\x00\x00"
-            out = subprocess.run(
-                [sys.executable, "-m", "ferrymq", "status", "--data-dir", str(tmp_path)],
-                capture_output=True,
-                text=True,
-                timeout=20,
-            )
+            out = ferrymq_status(tmp_path)
             assert out.returncode == 0, out.stderr
             assert "mqtt: 1 sessions (1 online, 1 persistent)" in out.stdout
     finally:
